@@ -1,0 +1,11 @@
+"""neuralde: continuous-time neural networks in JAX."""
+
+import importlib.metadata
+
+from . import fields as fields
+from ._resnet import resnet as resnet
+from ._solve import solve as solve
+from ._solvers import Leapfrog as Leapfrog, RK4 as RK4
+
+
+__version__ = importlib.metadata.version("neuralde")

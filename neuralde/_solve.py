@@ -1,0 +1,332 @@
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, PyTree
+
+from ._solvers import get_solver, is_adaptive, is_two_stream
+from .fields import AbstractField, AbstractTwoStreamField
+
+
+GRADIENTS = ("discretize", "checkpoint", "adjoint", "reversible")
+Gradient = Literal["discretize", "checkpoint", "adjoint", "reversible"]
+
+
+def solve(
+    field: Callable[[ArrayLike, PyTree[Array], PyTree], PyTree[Array]],
+    y0: PyTree[Array],
+    *,
+    t0: float = 0.0,
+    t1: float | None = None,
+    steps: int | None = None,
+    dt0: float | None = None,
+    solver: str | dfx.AbstractSolver = "rk4",
+    gradient: Gradient | dfx.AbstractAdjoint = "discretize",
+    checkpoints: int | None = None,
+    ts: ArrayLike | None = None,
+    args: PyTree = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 4096,
+) -> PyTree[Array]:
+    """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax.
+
+    **Arguments:**
+
+    - `field`: the vector field, `field(t, y, args)`: a `neuralde.fields` field or any
+        callable with diffrax's signature.
+    - `y0`: the initial state of one example (batch with `jax.vmap`); a tuple
+        `(y0, z0)` for two-stream fields.
+    - `t0`, `t1`: the interval. `t1=None` takes the field's own `t1` (1.0 for fields
+        that carry none).
+    - `steps`: take this many equal steps (any solver).
+    - `dt0`: a fixed-step solver takes steps of `dt0` (the last one shortened to end
+        at `t1`); an adaptive solver (`tsit5`, `dopri5`) starts with it. An adaptive
+        solve may omit both `steps` and `dt0` and let diffrax pick the first step.
+    - `solver`: one of `"euler"`, `"midpoint"`, `"heun"`, `"rk4"` (default),
+        `"tsit5"`, `"dopri5"`, `"symplectic_euler"`, `"leapfrog"`,
+        `"reversible_heun"`, or any `diffrax.AbstractSolver`. `symplectic_euler` and
+        `leapfrog` need a two-stream field (`neuralde.fields.AbstractTwoStreamField`).
+    - `gradient`: how reverse-mode derivatives are taken:
+        - `"discretize"`: backpropagation through the solver's steps
+            (discretize-then-optimise). Fixed steps run as a `lax.scan` over the
+            diffrax solver's `step`, which also supports forward mode;
+        - `"checkpoint"`: the same gradient through
+            `diffrax.RecursiveCheckpointAdjoint(checkpoints)`: binomial
+            checkpointing, less memory for more compute;
+        - `"adjoint"`: the continuous adjoint solved backwards
+            (`diffrax.BacksolveAdjoint`, optimise-then-discretise); it approximates
+            the gradient of the discrete network and needs a one-term solver;
+        - `"reversible"`: not available yet;
+        - or any `diffrax.AbstractAdjoint`.
+    - `checkpoints`: with `gradient="checkpoint"`, the number of checkpoints.
+        Default: $\\lceil\\sqrt{\\text{steps}}\\rceil$ for fixed steps (memory and
+        recomputation both $O(\\sqrt{n})$), diffrax's online choice for adaptive
+        solves.
+    - `ts`: return the states at these times, stacked on a leading axis, rather than
+        the state at `t1`. They must lie in `[t0, t1]` and increase.
+    - `args`: passed to `field`.
+    - `rtol`, `atol`: tolerances of adaptive solvers (default `1e-5`, `1e-6`).
+    - `max_steps`: the most steps an adaptive solve may take.
+
+    **Returns:** the state at `t1`, shaped like `y0`; with `ts`, the states at `ts`.
+
+    A state that becomes non-finite raises an error that names the time reached.
+    """
+    solver_obj = get_solver(solver)
+    _check_gradient(gradient, checkpoints)
+    t1 = _default_t1(field, t1)
+    _check_interval(t0, t1)
+    dtype = _state_dtype(y0)
+    adaptive = steps is None and is_adaptive(solver_obj)
+    _check_steps(steps, dt0, adaptive, solver)
+    if not adaptive and (rtol is not None or atol is not None):
+        raise ValueError(
+            "`rtol`/`atol` control adaptive step sizes; a solve with fixed steps "
+            "(`steps=`, or a fixed-step solver) does not use them."
+        )
+    if gradient == "reversible":
+        raise NotImplementedError(
+            '`gradient="reversible"` is not available yet: use "discretize", '
+            '"checkpoint" or "adjoint".'
+        )
+    terms = make_terms(field, solver_obj)
+    t0 = jnp.asarray(t0, dtype)
+    t1 = jnp.asarray(t1, dtype)
+    check_field_output(field, t0, y0, args)
+
+    if adaptive:
+        times = None
+    else:
+        times = step_times(t0, t1, steps, dt0, dtype)
+    if gradient == "discretize" and times is not None and ts is None:
+        y1, bad = scan_steps(terms, solver_obj, times, y0, args)
+        return raise_if_nonfinite(y1, bad, times)
+    return _diffeqsolve(
+        terms, solver_obj, t0, t1, dt0, y0, args, times, ts, gradient, checkpoints,
+        rtol, atol, max_steps,
+    )
+
+
+def make_terms(field, solver: dfx.AbstractSolver):
+    """The diffrax terms of `field` for `solver`: one `ODETerm`, or `(dy, dz)` for
+    solvers that act on the two streams separately."""
+    if not is_two_stream(solver):
+        return dfx.ODETerm(field)
+    if not isinstance(field, AbstractTwoStreamField):
+        raise TypeError(
+            f"{type(solver).__name__} acts on two streams `(y, z)` with "
+            "`dy/dt = f(t, z)`, `dz/dt = g(t, y)`: it needs a "
+            "`neuralde.fields.AbstractTwoStreamField` (such as `Hamiltonian` or "
+            f"`Hyperbolic`), got {type(field).__name__}. Use a one-term solver "
+            "such as 'rk4' for other fields."
+        )
+    return dfx.ODETerm(field.dy), dfx.ODETerm(field.dz)
+
+
+def step_times(t0, t1, steps, dt0, dtype) -> Array:
+    """The step times `t_0 < ... < t_n` of a fixed-step solve, in the state's dtype.
+
+    Equal steps are placed at `t0 + (t1 - t0) * (i / n)`: the correctly rounded
+    `i / n` makes steps that are meant to meet a layer boundary meet it exactly.
+    """
+    if steps is not None:
+        frac = jnp.arange(steps + 1, dtype=dtype) / steps
+        return t0 + (t1 - t0) * frac
+    span = float(t1) - float(t0)
+    n = max(1, math.ceil(span / dt0 - 1e-9 * span / dt0))
+    times = t0 + dt0 * jnp.arange(n + 1, dtype=dtype)
+    return times.at[-1].set(t1)
+
+
+def scan_steps(terms, solver, times, y0, args) -> tuple[PyTree[Array], Array]:
+    """Run the diffrax solver's own `step` over fixed `times` in a `lax.scan`.
+
+    This is the fast path of fixed-step solves: it avoids the while-loop machinery of
+    `diffrax.diffeqsolve` and supports forward- and reverse-mode autodiff. Returns the
+    final state and the index of the first step whose result was non-finite (the
+    number of steps if none was).
+    """
+    n = times.shape[0] - 1
+    state = solver.init(terms, times[0], times[1], y0, args)
+
+    def step(carry, x):
+        y, state, bad = carry
+        i, ta, tb = x
+        y, _, _, state, _ = solver.step(terms, ta, tb, y, args, state, False)
+        bad = jnp.where((bad == n) & ~all_finite(y), i, bad)
+        return (y, state, bad), None
+
+    xs = (jnp.arange(n), times[:-1], times[1:])
+    (y1, _, bad), _ = jax.lax.scan(step, (y0, state, jnp.asarray(n)), xs)
+    return y1, bad
+
+
+def raise_if_nonfinite(y: PyTree[Array], bad: Array, times: Array) -> PyTree[Array]:
+    """Raise, inside or outside `jit`, if step `bad` produced a non-finite state."""
+    n = times.shape[0] - 1
+    if isinstance(times, jax.core.Tracer):
+        where = [f"in step {i + 1} of {n}" for i in range(n)]
+    else:
+        where = [f"in step {i + 1} of {n}, at t = {t:.6g}" for i, t in
+                 enumerate(jax.device_get(times[1:]).tolist())]
+    msgs = [f"neuralde: the state became non-finite {w}." for w in where]
+    return eqx.branched_error_if(y, bad < n, jnp.minimum(bad, n - 1), msgs)
+
+
+def all_finite(y: PyTree[Array]) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def check_field_output(field, t0, y0, args) -> None:
+    """Trace-time check that `field(t0, y0, args)` is shaped like `y0`."""
+    out = jax.eval_shape(field, t0, y0, args)
+    s_in = jtu.tree_structure(y0)
+    s_out = jtu.tree_structure(out)
+    if s_in != s_out:
+        raise ValueError(
+            f"The field returned a PyTree of structure {s_out} for a state of "
+            f"structure {s_in}; a vector field must return a PyTree shaped like y."
+        )
+    for x, o in zip(jtu.tree_leaves(y0), jtu.tree_leaves(out)):
+        if jnp.shape(x) != o.shape:
+            raise ValueError(
+                f"The field returned shape {o.shape} for a state of shape "
+                f"{jnp.shape(x)}; a vector field must return a PyTree shaped like y."
+            )
+        if jnp.result_type(x) != o.dtype:
+            raise TypeError(
+                f"The field returned dtype {o.dtype} for a state of dtype "
+                f"{jnp.result_type(x)}. Build the field with the state's dtype "
+                "(e.g. `dtype=` of the neuralde fields), or cast `y0`."
+            )
+
+
+def _diffeqsolve(terms, solver, t0, t1, dt0, y0, args, times, ts, gradient,
+                 checkpoints, rtol, atol, max_steps):
+    if times is None:
+        controller = dfx.PIDController(
+            rtol=1e-5 if rtol is None else rtol, atol=1e-6 if atol is None else atol
+        )
+        n = max_steps
+    else:
+        controller = dfx.StepTo(ts=times)
+        dt0 = None
+        n = times.shape[0] - 1
+    if isinstance(gradient, dfx.AbstractAdjoint):
+        adjoint = gradient
+    elif gradient == "discretize":
+        adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=None if times is None else n)
+    elif gradient == "checkpoint":
+        if checkpoints is None and times is not None:
+            checkpoints = math.ceil(math.sqrt(n))
+        adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    else:
+        if is_two_stream(solver):
+            raise ValueError(
+                f'`gradient="adjoint"` integrates the adjoint backwards with the '
+                f"same solver, and diffrax's `BacksolveAdjoint` accepts one-term "
+                f"solvers only, not {type(solver).__name__}. Use "
+                '`gradient="discretize"` or `"checkpoint"` with this solver, or a '
+                "one-term solver such as 'rk4' with the adjoint."
+            )
+        adjoint = dfx.BacksolveAdjoint()
+    if ts is None:
+        saveat = dfx.SaveAt(t1=True)
+    else:
+        ts = jnp.asarray(ts, t0.dtype)
+        saveat = dfx.SaveAt(ts=ts)
+    sol = dfx.diffeqsolve(
+        terms, solver, t0, t1, dt0, y0, args, saveat=saveat,
+        stepsize_controller=controller, adjoint=adjoint, max_steps=n,
+    )
+    if ts is None:
+        y = jtu.tree_map(lambda x: x[-1], sol.ys)
+        saved = t1[None]
+    else:
+        y = sol.ys
+        saved = ts
+    # Which saved times hold a non-finite state; the first one names the time reached.
+    ok = jax.vmap(all_finite)(sol.ys)
+    first = jnp.argmin(ok)
+    if isinstance(saved, jax.core.Tracer):
+        msgs = [f"at the {i + 1}-th saved time" for i in range(saved.shape[0])]
+    else:
+        msgs = [f"by t = {t:.6g}" for t in jax.device_get(saved).tolist()]
+    msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
+    return eqx.branched_error_if(y, ~jnp.all(ok), first, msgs)
+
+
+def _default_t1(field, t1):
+    if t1 is not None:
+        return t1
+    return field.t1 if isinstance(field, AbstractField) else 1.0
+
+
+def _check_interval(t0, t1) -> None:
+    if isinstance(t0, jax.core.Tracer) or isinstance(t1, jax.core.Tracer):
+        return
+    if not float(t1) > float(t0):
+        raise ValueError(
+            f"neuralde integrates forwards in time: need t1 > t0, got t0={float(t0)}, "
+            f"t1={float(t1)}."
+        )
+
+
+def _state_dtype(y0):
+    leaves = jtu.tree_leaves(y0)
+    if not leaves:
+        raise ValueError("`y0` has no arrays.")
+    for x in leaves:
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(
+                f"The state must be floating point, but `y0` has a leaf of dtype "
+                f"{jnp.result_type(x)}. Cast it, e.g. `y0.astype(jnp.float32)`."
+            )
+    return jnp.result_type(*leaves)
+
+
+def _check_steps(steps, dt0, adaptive, solver) -> None:
+    if steps is not None and dt0 is not None:
+        raise ValueError(
+            "Pass either `steps=` (the number of equal steps) or `dt0=` (the step "
+            f"size), not both; got steps={steps!r}, dt0={dt0!r}."
+        )
+    if steps is None and dt0 is None and not adaptive:
+        raise ValueError(
+            f"The fixed-step solver {solver!r} needs `steps=` (the number of equal "
+            "steps) or `dt0=` (the step size)."
+        )
+    if steps is not None and (
+        not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
+    ):
+        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    if dt0 is not None:
+        if isinstance(dt0, jax.core.Tracer):
+            if not adaptive:
+                raise TypeError(
+                    "A fixed-step solve needs a concrete `dt0` to know its number of "
+                    "steps; pass `steps=` instead when the times are traced."
+                )
+        elif not float(dt0) > 0:
+            raise ValueError(f"`dt0` must be positive, got {dt0!r}.")
+
+
+def _check_gradient(gradient, checkpoints) -> None:
+    if isinstance(gradient, dfx.AbstractAdjoint):
+        return
+    if gradient not in GRADIENTS:
+        raise ValueError(
+            f"Unknown gradient {gradient!r}. Use one of {', '.join(GRADIENTS)}, or a "
+            "`diffrax.AbstractAdjoint` instance."
+        )
+    if checkpoints is not None and gradient != "checkpoint":
+        raise ValueError(
+            f'`checkpoints` applies to `gradient="checkpoint"` only, not {gradient!r}.'
+        )

@@ -1,0 +1,12 @@
+from ._antisymmetric import Antisymmetric as Antisymmetric
+from ._base import (
+    AbstractField as AbstractField,
+    AbstractOperatorField as AbstractOperatorField,
+    AbstractTwoStreamField as AbstractTwoStreamField,
+    layer_index as layer_index,
+)
+from ._hamiltonian import Hamiltonian as Hamiltonian
+from ._hyperbolic import Hyperbolic as Hyperbolic
+from ._mlp import MLP as MLP
+from ._operator import AbstractOperator as AbstractOperator, Dense as Dense
+from ._parabolic import Parabolic as Parabolic

@@ -1,0 +1,79 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._base import (
+    AbstractOperatorField,
+    AbstractTwoStreamField,
+    Activation,
+    check_shape,
+    init_operator,
+)
+from ._operator import AbstractOperator
+
+
+class Hamiltonian(AbstractTwoStreamField, AbstractOperatorField):
+    """Two-stream Hamiltonian field (Chang et al. 2018),
+
+    $\\dot y = K^\\top \\sigma(K z + b),\\qquad \\dot z = -K^\\top \\sigma(K y + b)$.
+
+    It is Hamiltonian with $H(y, z) = \\mathbf 1^\\top \\Sigma(K y + b) +
+    \\mathbf 1^\\top \\Sigma(K z + b)$, $\\Sigma' = \\sigma$, so its flow preserves
+    volume, and symplectic Euler and leapfrog on it are reversible. The state is the
+    tuple `(y, z)`.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{chang2018reversible,
+            title={Reversible architectures for arbitrarily deep residual neural
+                   networks},
+            author={Chang, Bo and Meng, Lili and Haber, Eldad and Ruthotto, Lars and
+                    Begert, David and Holtham, Elliot},
+            booktitle={AAAI Conference on Artificial Intelligence},
+            year={2018}
+        }
+        ```
+    """
+
+    operator: AbstractOperator
+    bias: Float[Array, "layers *width"]
+    activation: Activation = eqx.field(static=True)
+    layers: int = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dim: int | None = None,
+        width: int | None = None,
+        *,
+        layers: int = 1,
+        t1: float = 1.0,
+        activation: Activation = jnp.tanh,
+        operator: AbstractOperator | None = None,
+        dtype=None,
+        key: PRNGKeyArray | None = None,
+    ):
+        """**Arguments:**
+
+        - `dim`: size of each of the two streams.
+        - `width`: rows of $K$ (`width x dim`); may differ from `dim`.
+        - `layers`, `t1`, `activation`, `operator`, `dtype`, `key`: as for
+            [`neuralde.fields.MLP`][]; here the operator may be rectangular.
+        """
+        self.operator, self.bias = init_operator(
+            operator, dim, width, square=False, layers=layers, t1=t1, dtype=dtype,
+            key=key, name="Hamiltonian",
+        )
+        self.activation = activation
+        self.layers = layers
+        self.t1 = t1
+
+    def dy(self, t, z, args):
+        check_shape("Hamiltonian (stream z)", z, self.state_shape())
+        K, s = self.preactivation(t, z)
+        return K.T(s)
+
+    def dz(self, t, y, args):
+        check_shape("Hamiltonian (stream y)", y, self.state_shape())
+        K, s = self.preactivation(t, y)
+        return -K.T(s)
