@@ -42,7 +42,9 @@ def resnet(
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"The input must be floating point, got dtype {dtype}.")
-    times = step_times(jnp.zeros((), dtype), jnp.asarray(t1, dtype), layers, None, dtype)
+    times = step_times(
+        jnp.zeros((), dtype), jnp.asarray(t1, dtype), layers, None, dtype
+    )
     check_field_output(field, times[0], y0, args)
 
     def layer(carry, x):

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree
 
-from ._solvers import get_solver, is_adaptive, is_two_stream
+from ._solvers import (
+    get_solver,
+    is_adaptive,
+    is_reversible,
+    is_two_stream,
+    REVERSIBLE_NAMES,
+)
 from .fields import AbstractField, AbstractTwoStreamField
 
 
@@ -91,6 +97,12 @@ def solve(
             "(`steps=`, or a fixed-step solver) does not use them."
         )
     if gradient == "reversible":
+        if adaptive or not is_reversible(solver_obj):
+            raise ValueError(
+                '`gradient="reversible"` needs fixed steps of a reversible solver: '
+                f"one of {', '.join(REVERSIBLE_NAMES)}, with `steps=` or `dt0=`; got "
+                f"{solver!r}{' (adaptive)' if adaptive else ''}."
+            )
         raise NotImplementedError(
             '`gradient="reversible"` is not available yet: use "discretize", '
             '"checkpoint" or "adjoint".'
@@ -108,8 +120,20 @@ def solve(
         y1, bad = scan_steps(terms, solver_obj, times, y0, args)
         return raise_if_nonfinite(y1, bad, times)
     return _diffeqsolve(
-        terms, solver_obj, t0, t1, dt0, y0, args, times, ts, gradient, checkpoints,
-        rtol, atol, max_steps,
+        terms,
+        solver_obj,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
+        times,
+        ts,
+        gradient,
+        checkpoints,
+        rtol,
+        atol,
+        max_steps,
     )
 
 
@@ -173,8 +197,10 @@ def raise_if_nonfinite(y: PyTree[Array], bad: Array, times: Array) -> PyTree[Arr
     if isinstance(times, jax.core.Tracer):
         where = [f"in step {i + 1} of {n}" for i in range(n)]
     else:
-        where = [f"in step {i + 1} of {n}, at t = {t:.6g}" for i, t in
-                 enumerate(jax.device_get(times[1:]).tolist())]
+        where = [
+            f"in step {i + 1} of {n}, at t = {t:.6g}"
+            for i, t in enumerate(jax.device_get(times[1:]).tolist())
+        ]
     msgs = [f"neuralde: the state became non-finite {w}." for w in where]
     return eqx.branched_error_if(y, bad < n, jnp.minimum(bad, n - 1), msgs)
 
@@ -208,13 +234,32 @@ def check_field_output(field, t0, y0, args) -> None:
             )
 
 
-def _diffeqsolve(terms, solver, t0, t1, dt0, y0, args, times, ts, gradient,
-                 checkpoints, rtol, atol, max_steps):
+def _diffeqsolve(
+    terms,
+    solver,
+    t0,
+    t1,
+    dt0,
+    y0,
+    args,
+    times,
+    ts,
+    gradient,
+    checkpoints,
+    rtol,
+    atol,
+    max_steps,
+):
     if times is None:
         controller = dfx.PIDController(
             rtol=1e-5 if rtol is None else rtol, atol=1e-6 if atol is None else atol
         )
         n = max_steps
+    elif gradient == "adjoint":
+        # The backward solve steps from t1 to t0; a `StepTo` grid only runs forwards.
+        controller = dfx.ConstantStepSize()
+        dt0 = (t1 - t0) / (times.shape[0] - 1) if dt0 is None else dt0
+        n = times.shape[0] - 1
     else:
         controller = dfx.StepTo(ts=times)
         dt0 = None
@@ -222,7 +267,9 @@ def _diffeqsolve(terms, solver, t0, t1, dt0, y0, args, times, ts, gradient,
     if isinstance(gradient, dfx.AbstractAdjoint):
         adjoint = gradient
     elif gradient == "discretize":
-        adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=None if times is None else n)
+        adjoint = dfx.RecursiveCheckpointAdjoint(
+            checkpoints=None if times is None else n
+        )
     elif gradient == "checkpoint":
         if checkpoints is None and times is not None:
             checkpoints = math.ceil(math.sqrt(n))
@@ -242,9 +289,25 @@ def _diffeqsolve(terms, solver, t0, t1, dt0, y0, args, times, ts, gradient,
     else:
         ts = jnp.asarray(ts, t0.dtype)
         saveat = dfx.SaveAt(ts=ts)
+    # The first evaluation of the field at a non-finite state names the time reached.
+    at = _time_labels(t0, t1, times)
+    terms = jtu.tree_map(
+        lambda term: dfx.ODETerm(_FiniteInput(term.vector_field, t0, t1, at)),
+        terms,
+        is_leaf=lambda x: isinstance(x, dfx.ODETerm),
+    )
     sol = dfx.diffeqsolve(
-        terms, solver, t0, t1, dt0, y0, args, saveat=saveat,
-        stepsize_controller=controller, adjoint=adjoint, max_steps=n,
+        terms,
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=n,
     )
     if ts is None:
         y = jtu.tree_map(lambda x: x[-1], sol.ys)
@@ -252,15 +315,45 @@ def _diffeqsolve(terms, solver, t0, t1, dt0, y0, args, times, ts, gradient,
     else:
         y = sol.ys
         saved = ts
-    # Which saved times hold a non-finite state; the first one names the time reached.
+    # A state that became non-finite in the last step is seen by no evaluation.
     ok = jax.vmap(all_finite)(sol.ys)
-    first = jnp.argmin(ok)
     if isinstance(saved, jax.core.Tracer):
-        msgs = [f"at the {i + 1}-th saved time" for i in range(saved.shape[0])]
+        msgs = [f"by the {i + 1}-th saved time" for i in range(saved.shape[0])]
     else:
         msgs = [f"by t = {t:.6g}" for t in jax.device_get(saved).tolist()]
     msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
-    return eqx.branched_error_if(y, ~jnp.all(ok), first, msgs)
+    return eqx.branched_error_if(y, ~jnp.all(ok), jnp.argmin(ok), msgs)
+
+
+_TIME_BINS = 1000
+
+
+def _time_labels(t0, t1, times) -> tuple[str, ...]:
+    """Labels for the time at which a state was found non-finite: the step times of a
+    fixed grid, or 1000 bins of `[t0, t1]` for adaptive steps."""
+    if any(isinstance(x, jax.core.Tracer) for x in (t0, t1, times)):
+        return ("during the solve",)
+    if times is not None:
+        return tuple(f"at t = {t:.6g}" for t in jax.device_get(times).tolist())
+    grid = jnp.linspace(t0, t1, _TIME_BINS + 1)
+    return tuple(f"at t ~ {t:.4g}" for t in jax.device_get(grid).tolist())
+
+
+class _FiniteInput(eqx.Module):
+    """A vector field that raises when evaluated at a non-finite state."""
+
+    vector_field: Callable
+    t0: Array
+    t1: Array
+    labels: tuple[str, ...] = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
+        n = len(self.labels) - 1
+        frac = (t - self.t0) / (self.t1 - self.t0)
+        index = jnp.clip(jnp.round(frac * n), 0, n).astype(jnp.int32)
+        msgs = [f"neuralde: the state became non-finite {m}." for m in self.labels]
+        y = eqx.branched_error_if(y, ~all_finite(y), index, msgs)
+        return self.vector_field(t, y, args)
 
 
 def _default_t1(field, t1):

@@ -88,7 +88,12 @@ _SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
 SOLVER_NAMES = tuple(_SOLVERS)
 # Solvers that neuralde runs with fixed steps, although diffrax could adapt some.
 _FIXED_STEP = (
-    dfx.Euler, dfx.Midpoint, dfx.Heun, RK4, dfx.SemiImplicitEuler, Leapfrog,
+    dfx.Euler,
+    dfx.Midpoint,
+    dfx.Heun,
+    RK4,
+    dfx.SemiImplicitEuler,
+    Leapfrog,
     dfx.ReversibleHeun,
 )
 
@@ -121,3 +126,11 @@ def is_adaptive(solver: dfx.AbstractSolver) -> bool:
     return isinstance(solver, dfx.AbstractAdaptiveSolver) and not isinstance(
         solver, _FIXED_STEP
     )
+
+
+REVERSIBLE_NAMES = ("symplectic_euler", "leapfrog", "reversible_heun")
+
+
+def is_reversible(solver: dfx.AbstractSolver) -> bool:
+    """Whether each fixed step of `solver` can be undone exactly from its output."""
+    return isinstance(solver, (dfx.SemiImplicitEuler, Leapfrog, dfx.ReversibleHeun))

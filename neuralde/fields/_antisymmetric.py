@@ -11,9 +11,10 @@ class Antisymmetric(AbstractOperatorField):
     (Haber & Ruthotto 2017).
 
     The Jacobian is $\\operatorname{diag}(\\sigma')(K - K^\\top - \\gamma I)$. For a
-    monotone $\\sigma$ its eigenvalues have real part at most $-\\gamma \\min \\sigma'
-    \\le 0$, and they are purely imaginary for $\\gamma = 0$: the continuous flow neither
-    explodes nor vanishes. Forward Euler needs $\\gamma > 0$ to be stable on it.
+    monotone $\\sigma$ its eigenvalues have real part at most
+    $-\\gamma \\min \\sigma' \\le 0$, and they are purely imaginary for $\\gamma = 0$:
+    the continuous flow neither explodes nor vanishes. Forward Euler needs
+    $\\gamma > 0$ to be stable on it.
 
     ??? cite "Reference"
         ```bibtex
@@ -27,7 +28,7 @@ class Antisymmetric(AbstractOperatorField):
     """
 
     operator: AbstractOperator
-    bias: Float[Array, "layers *dim"]
+    bias: Float[Array, "layers ..."]
     gamma: float = eqx.field(static=True)
     activation: Activation = eqx.field(static=True)
     layers: int = eqx.field(static=True)
@@ -56,8 +57,15 @@ class Antisymmetric(AbstractOperatorField):
         if not gamma >= 0:
             raise ValueError(f"Antisymmetric: `gamma` must be >= 0, got {gamma!r}.")
         self.operator, self.bias = init_operator(
-            operator, dim, None, square=True, layers=layers, t1=t1, dtype=dtype,
-            key=key, name="Antisymmetric",
+            operator,
+            dim,
+            None,
+            square=True,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+            name="Antisymmetric",
         )
         self.gamma = gamma
         self.activation = activation

@@ -36,7 +36,7 @@ class Hamiltonian(AbstractTwoStreamField, AbstractOperatorField):
     """
 
     operator: AbstractOperator
-    bias: Float[Array, "layers *width"]
+    bias: Float[Array, "layers ..."]
     activation: Activation = eqx.field(static=True)
     layers: int = eqx.field(static=True)
     t1: float = eqx.field(static=True)
@@ -61,8 +61,15 @@ class Hamiltonian(AbstractTwoStreamField, AbstractOperatorField):
             [`neuralde.fields.MLP`][]; here the operator may be rectangular.
         """
         self.operator, self.bias = init_operator(
-            operator, dim, width, square=False, layers=layers, t1=t1, dtype=dtype,
-            key=key, name="Hamiltonian",
+            operator,
+            dim,
+            width,
+            square=False,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+            name="Hamiltonian",
         )
         self.activation = activation
         self.layers = layers

@@ -34,7 +34,7 @@ class Hyperbolic(AbstractTwoStreamField, AbstractOperatorField):
     """
 
     operator: AbstractOperator
-    bias: Float[Array, "layers *width"]
+    bias: Float[Array, "layers ..."]
     activation: Activation = eqx.field(static=True)
     layers: int = eqx.field(static=True)
     t1: float = eqx.field(static=True)
@@ -59,8 +59,15 @@ class Hyperbolic(AbstractTwoStreamField, AbstractOperatorField):
             [`neuralde.fields.MLP`][]; here the operator may be rectangular.
         """
         self.operator, self.bias = init_operator(
-            operator, dim, width, square=False, layers=layers, t1=t1, dtype=dtype,
-            key=key, name="Hyperbolic",
+            operator,
+            dim,
+            width,
+            square=False,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+            name="Hyperbolic",
         )
         self.activation = activation
         self.layers = layers

@@ -16,7 +16,7 @@ class MLP(AbstractOperatorField):
     """
 
     operator: AbstractOperator
-    bias: Float[Array, "layers *dim"]
+    bias: Float[Array, "layers ..."]
     activation: Activation = eqx.field(static=True)
     layers: int = eqx.field(static=True)
     t1: float = eqx.field(static=True)
@@ -47,8 +47,15 @@ class MLP(AbstractOperatorField):
         Default initialisation: $K$ LeCun-normal, independently per layer; $b = 0$.
         """
         self.operator, self.bias = init_operator(
-            operator, dim, None, square=True, layers=layers, t1=t1, dtype=dtype,
-            key=key, name="MLP",
+            operator,
+            dim,
+            None,
+            square=True,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+            name="MLP",
         )
         self.activation = activation
         self.layers = layers

@@ -39,9 +39,7 @@ class AbstractOperator(eqx.Module):
 
     def at_layer(self, k: Int[Array, ""] | int) -> "AbstractOperator":
         """The operator with the parameters of layer `k`."""
-        return jax.tree.map(
-            lambda x: x[k] if eqx.is_inexact_array(x) else x, self
-        )
+        return jax.tree.map(lambda x: x[k] if eqx.is_inexact_array(x) else x, self)
 
     def num_layers(self) -> int:
         """The length of the leading layer axis of the floating-point leaves."""
@@ -53,7 +51,8 @@ class AbstractOperator(eqx.Module):
         if len(sizes) != 1 or None in sizes:
             raise ValueError(
                 f"{type(self).__name__}: every floating-point parameter must carry "
-                f"the same leading layer axis; got leading sizes {sorted(sizes, key=str)}."
+                "the same leading layer axis; got leading sizes "
+                f"{sorted(sizes, key=str)}."
             )
         return sizes.pop()
 

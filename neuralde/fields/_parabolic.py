@@ -26,7 +26,7 @@ class Parabolic(AbstractOperatorField):
     """
 
     operator: AbstractOperator
-    bias: Float[Array, "layers *width"]
+    bias: Float[Array, "layers ..."]
     activation: Activation = eqx.field(static=True)
     layers: int = eqx.field(static=True)
     t1: float = eqx.field(static=True)
@@ -51,8 +51,15 @@ class Parabolic(AbstractOperatorField):
             [`neuralde.fields.MLP`][]; here the operator may be rectangular.
         """
         self.operator, self.bias = init_operator(
-            operator, dim, width, square=False, layers=layers, t1=t1, dtype=dtype,
-            key=key, name="Parabolic",
+            operator,
+            dim,
+            width,
+            square=False,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+            name="Parabolic",
         )
         self.activation = activation
         self.layers = layers
