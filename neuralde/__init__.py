@@ -2,10 +2,10 @@
 
 import importlib.metadata
 
-from . import fields as fields
+from . import fields as fields, stability as stability
 from ._resnet import resnet as resnet
 from ._solve import solve as solve
-from ._solvers import Leapfrog as Leapfrog, RK4 as RK4
+from ._solvers import Leapfrog as Leapfrog, Reversible as Reversible, RK4 as RK4
 
 
 __version__ = importlib.metadata.version("neuralde")

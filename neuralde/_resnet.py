@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from ._solve import all_finite, check_field_output, raise_if_nonfinite, step_times
+from ._solve import check_field_output
+from ._steps import all_finite, raise_if_nonfinite, step_grid
 from .fields import AbstractField
 
 
@@ -42,9 +43,8 @@ def resnet(
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"The input must be floating point, got dtype {dtype}.")
-    times = step_times(
-        jnp.zeros((), dtype), jnp.asarray(t1, dtype), layers, None, dtype
-    )
+    grid = step_grid(jnp.zeros((), dtype), jnp.asarray(t1, dtype), layers, None, dtype)
+    times = grid.times()
     check_field_output(field, times[0], y0, args)
 
     def layer(carry, x):
@@ -57,4 +57,4 @@ def resnet(
 
     xs = (jnp.arange(layers), times[:-1], jnp.diff(times))
     (h, bad), _ = jax.lax.scan(layer, (y0, jnp.asarray(layers)), xs)
-    return raise_if_nonfinite(h, bad, times)
+    return raise_if_nonfinite(h, bad, grid)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ._reversible import reversible_loop
 from ._solvers import (
     get_solver,
     is_adaptive,
@@ -16,6 +17,7 @@ from ._solvers import (
     is_two_stream,
     REVERSIBLE_NAMES,
 )
+from ._steps import all_finite, raise_if_nonfinite, scan_steps, step_grid
 from .fields import AbstractField, AbstractTwoStreamField
 
 
@@ -68,7 +70,11 @@ def solve(
         - `"adjoint"`: the continuous adjoint solved backwards
             (`diffrax.BacksolveAdjoint`, optimise-then-discretise); it approximates
             the gradient of the discrete network and needs a one-term solver;
-        - `"reversible"`: not available yet;
+        - `"reversible"`: the same gradient as `"discretize"`, in memory that does
+            not grow with the number of steps: the backward pass rebuilds each
+            state by inverting the steps of a reversible solver (`symplectic_euler`,
+            `leapfrog`, `reversible_heun`, or `neuralde.Reversible` around a
+            Runge–Kutta solver), and takes one VJP per step;
         - or any `diffrax.AbstractAdjoint`.
     - `checkpoints`: with `gradient="checkpoint"`, the number of checkpoints.
         Default: $\\lceil\\sqrt{\\text{steps}}\\rceil$ for fixed steps (memory and
@@ -84,6 +90,62 @@ def solve(
 
     A state that becomes non-finite raises an error that names the time reached.
     """
+    terms, solver_obj, t0, t1, grid = setup(
+        field,
+        y0,
+        t0=t0,
+        t1=t1,
+        steps=steps,
+        dt0=dt0,
+        solver=solver,
+        gradient=gradient,
+        checkpoints=checkpoints,
+        ts=ts,
+        args=args,
+        rtol=rtol,
+        atol=atol,
+    )
+    if gradient == "reversible":
+        return reversible_loop((y0, terms, args), solver_obj, grid)
+    if gradient == "discretize" and grid is not None and ts is None:
+        y1, _, bad = scan_steps(terms, solver_obj, grid, y0, args)
+        return raise_if_nonfinite(y1, bad, grid)
+    return _diffeqsolve(
+        terms,
+        solver_obj,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args,
+        None if grid is None else grid.times(),
+        ts,
+        gradient,
+        checkpoints,
+        rtol,
+        atol,
+        max_steps,
+    )
+
+
+def setup(
+    field,
+    y0,
+    *,
+    t0,
+    t1,
+    steps,
+    dt0,
+    solver,
+    gradient,
+    checkpoints,
+    ts,
+    args,
+    rtol=None,
+    atol=None,
+):
+    """Validate the arguments of a solve. Returns its terms, solver, `t0` and `t1` in
+    the state's dtype, and the `StepGrid` of fixed steps (`None` for adaptive steps)."""
     solver_obj = get_solver(solver)
     _check_gradient(gradient, checkpoints)
     t1 = _default_t1(field, t1)
@@ -103,38 +165,19 @@ def solve(
                 f"one of {', '.join(REVERSIBLE_NAMES)}, with `steps=` or `dt0=`; got "
                 f"{solver!r}{' (adaptive)' if adaptive else ''}."
             )
-        raise NotImplementedError(
-            '`gradient="reversible"` is not available yet: use "discretize", '
-            '"checkpoint" or "adjoint".'
-        )
+        if ts is not None:
+            raise ValueError(
+                '`gradient="reversible"` returns the final state only, as it stores '
+                "no trajectory; solve up to each time of `ts` separately, or use "
+                '`gradient="checkpoint"` with `ts=`.'
+            )
     terms = make_terms(field, solver_obj)
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     check_field_output(field, t0, y0, args)
 
-    if adaptive:
-        times = None
-    else:
-        times = step_times(t0, t1, steps, dt0, dtype)
-    if gradient == "discretize" and times is not None and ts is None:
-        y1, bad = scan_steps(terms, solver_obj, times, y0, args)
-        return raise_if_nonfinite(y1, bad, times)
-    return _diffeqsolve(
-        terms,
-        solver_obj,
-        t0,
-        t1,
-        dt0,
-        y0,
-        args,
-        times,
-        ts,
-        gradient,
-        checkpoints,
-        rtol,
-        atol,
-        max_steps,
-    )
+    grid = None if adaptive else step_grid(t0, t1, steps, dt0, dtype)
+    return terms, solver_obj, t0, t1, grid
 
 
 def make_terms(field, solver: dfx.AbstractSolver):
@@ -151,63 +194,6 @@ def make_terms(field, solver: dfx.AbstractSolver):
             "such as 'rk4' for other fields."
         )
     return dfx.ODETerm(field.dy), dfx.ODETerm(field.dz)
-
-
-def step_times(t0, t1, steps, dt0, dtype) -> Array:
-    """The step times `t_0 < ... < t_n` of a fixed-step solve, in the state's dtype.
-
-    Equal steps are placed at `t0 + (t1 - t0) * (i / n)`: the correctly rounded
-    `i / n` makes steps that are meant to meet a layer boundary meet it exactly.
-    """
-    if steps is not None:
-        frac = jnp.arange(steps + 1, dtype=dtype) / steps
-        return t0 + (t1 - t0) * frac
-    span = float(t1) - float(t0)
-    n = max(1, math.ceil(span / dt0 - 1e-9 * span / dt0))
-    times = t0 + dt0 * jnp.arange(n + 1, dtype=dtype)
-    return times.at[-1].set(t1)
-
-
-def scan_steps(terms, solver, times, y0, args) -> tuple[PyTree[Array], Array]:
-    """Run the diffrax solver's own `step` over fixed `times` in a `lax.scan`.
-
-    This is the fast path of fixed-step solves: it avoids the while-loop machinery of
-    `diffrax.diffeqsolve` and supports forward- and reverse-mode autodiff. Returns the
-    final state and the index of the first step whose result was non-finite (the
-    number of steps if none was).
-    """
-    n = times.shape[0] - 1
-    state = solver.init(terms, times[0], times[1], y0, args)
-
-    def step(carry, x):
-        y, state, bad = carry
-        i, ta, tb = x
-        y, _, _, state, _ = solver.step(terms, ta, tb, y, args, state, False)
-        bad = jnp.where((bad == n) & ~all_finite(y), i, bad)
-        return (y, state, bad), None
-
-    xs = (jnp.arange(n), times[:-1], times[1:])
-    (y1, _, bad), _ = jax.lax.scan(step, (y0, state, jnp.asarray(n)), xs)
-    return y1, bad
-
-
-def raise_if_nonfinite(y: PyTree[Array], bad: Array, times: Array) -> PyTree[Array]:
-    """Raise, inside or outside `jit`, if step `bad` produced a non-finite state."""
-    n = times.shape[0] - 1
-    if isinstance(times, jax.core.Tracer):
-        where = [f"in step {i + 1} of {n}" for i in range(n)]
-    else:
-        where = [
-            f"in step {i + 1} of {n}, at t = {t:.6g}"
-            for i, t in enumerate(jax.device_get(times[1:]).tolist())
-        ]
-    msgs = [f"neuralde: the state became non-finite {w}." for w in where]
-    return eqx.branched_error_if(y, bad < n, jnp.minimum(bad, n - 1), msgs)
-
-
-def all_finite(y: PyTree[Array]) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(y)]
-    return jnp.all(jnp.stack(leaves))
 
 
 def check_field_output(field, t0, y0, args) -> None:

@@ -1,0 +1,249 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.test_util
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import neuralde as nde
+
+
+class TwoStream(nde.fields.AbstractTwoStreamField):
+    """A user's two-stream field whose weights come in through `args`."""
+
+    layers: int = 1
+    t1: float = 1.0
+
+    def dy(self, t, z, args):
+        return args["A"].T @ jnp.sin(args["A"] @ z)
+
+    def dz(self, t, y, args):
+        return -args["A"].T @ jnp.tanh(args["A"] @ y + t)
+
+
+def _case(name, key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    y = jax.random.normal(k2, (3,))
+    z = jax.random.normal(k3, (3,))
+    if name == "hamiltonian":
+        return (
+            nde.fields.Hamiltonian(3, 5, layers=4, key=k1),
+            (y, z),
+            "symplectic_euler",
+        )
+    if name == "hyperbolic":
+        return nde.fields.Hyperbolic(3, 5, layers=4, key=k1), (y, z), "leapfrog"
+    if name == "mlp":
+        return nde.fields.MLP(3, layers=4, key=k1), y, "reversible_heun"
+    if name == "antisymmetric":
+        field = nde.fields.Antisymmetric(3, layers=4, key=k1)
+        return field, y, nde.Reversible("rk4", coupling=0.999)
+    raise ValueError(name)
+
+
+CASES = ["hamiltonian", "hyperbolic", "mlp", "antisymmetric"]
+
+
+def _loss_fn(field, y0, solver, gradient, steps=50, args=None):
+    params, static = eqx.partition((field, y0, args), eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
+
+    def fn(x):
+        f, y, a = eqx.combine(unravel(x), static)
+        out = nde.solve(f, y, steps=steps, solver=solver, gradient=gradient, args=a)
+        return sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(out))
+
+    return fn, flat
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_reversible_gradient_equals_discretize(getkey, name):
+    field, y0, solver = _case(name, getkey())
+    f_rev, x = _loss_fn(field, y0, solver, "reversible")
+    f_dis, _ = _loss_fn(field, y0, solver, "discretize")
+    # The forward pass is the same scan of the same steps: bit for bit.
+    assert f_rev(x) == f_dis(x)
+    g_rev, g_dis = jax.grad(f_rev)(x), jax.grad(f_dis)(x)
+    rel = jnp.max(jnp.abs(g_rev - g_dis)) / jnp.max(jnp.abs(g_dis))
+    assert rel < 1e-10, rel
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_reversible_gradient_finite_differences(getkey, name):
+    field, y0, solver = _case(name, getkey())
+    fn, x = _loss_fn(field, y0, solver, "reversible", steps=12)
+    jax.test_util.check_grads(
+        fn, (x,), order=1, modes=["rev"], eps=1e-5, atol=1e-7, rtol=1e-7
+    )
+
+
+@pytest.mark.parametrize("solver", ["symplectic_euler", "leapfrog"])
+def test_gradient_flows_to_args_of_user_two_stream_field(getkey, solver):
+    args = {"A": jax.random.normal(getkey(), (4, 3))}
+    y0 = tuple(jax.random.normal(getkey(), (2, 3)))
+    f_rev, x = _loss_fn(TwoStream(), y0, solver, "reversible", args=args)
+    f_dis, _ = _loss_fn(TwoStream(), y0, solver, "discretize", args=args)
+    g_rev, g_dis = jax.grad(f_rev)(x), jax.grad(f_dis)(x)
+    assert jnp.max(jnp.abs(g_rev - g_dis)) < 1e-10 * jnp.max(jnp.abs(g_dis))
+    jax.test_util.check_grads(
+        f_rev, (x,), order=1, modes=["rev"], eps=1e-5, atol=1e-7, rtol=1e-7
+    )
+
+
+@pytest.mark.parametrize("solver", ["reversible_heun", nde.Reversible("heun")])
+def test_gradient_flows_to_args_one_stream(getkey, solver):
+    field = lambda t, y, args: jnp.tanh(args["W"] @ y + args["b"])  # noqa: E731
+    args = {"W": jax.random.normal(getkey(), (3, 3)), "b": jnp.ones(3)}
+    y0 = jax.random.normal(getkey(), (3,))
+    f_rev, x = _loss_fn(field, y0, solver, "reversible", args=args)
+    f_dis, _ = _loss_fn(field, y0, solver, "discretize", args=args)
+    g_rev, g_dis = jax.grad(f_rev)(x), jax.grad(f_dis)(x)
+    assert jnp.max(jnp.abs(g_rev - g_dis)) < 1e-10 * jnp.max(jnp.abs(g_dis))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_reconstruction_error_after_1000_steps(getkey, name):
+    field, y0, solver = _case(name, getkey())
+    err = nde.stability.reversibility_error(field, y0, solver=solver, steps=1000)
+    assert err < 1e-8
+    assert err > 0 or name != "antisymmetric"  # a real measurement, not a constant
+
+
+def test_reversibility_error_grows_for_contracting_field(getkey):
+    # Inverting a strongly contracting flow amplifies round-off: the diagnostic sees it.
+    field = nde.fields.Parabolic(4, 8, key=getkey())
+    field = eqx.tree_at(lambda f: f.operator.weight, field, 3 * field.operator.weight)
+    y0 = jax.random.normal(getkey(), (4,))
+    short = nde.stability.reversibility_error(
+        field, y0, solver="reversible_heun", steps=20, t1=0.2
+    )
+    long = nde.stability.reversibility_error(
+        field, y0, solver="reversible_heun", steps=400, t1=4.0
+    )
+    assert long > 1e3 * max(short, 1e-16)
+
+
+def test_mccallum_foster_keeps_solver_order(getkey):
+    field = nde.fields.MLP(3, key=getkey())
+    y0 = jax.random.normal(getkey(), (3,))
+    ref = nde.solve(field, y0, solver="tsit5", rtol=1e-13, atol=1e-13)
+    for inner, order in [("heun", 2), ("rk4", 4)]:
+        ns = np.array([16, 32, 64])
+        errs = [
+            float(
+                jnp.linalg.norm(
+                    nde.solve(field, y0, steps=int(n), solver=nde.Reversible(inner))
+                    - ref
+                )
+            )
+            for n in ns
+        ]
+        slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
+        assert abs(slope - order) < 0.3, (inner, slope)
+
+
+def test_checkpoint_on_reversible_wrapper_matches(getkey):
+    field, y0, solver = _case("antisymmetric", getkey())
+    f_chk, x = _loss_fn(field, y0, solver, "checkpoint", steps=20)
+    f_rev, _ = _loss_fn(field, y0, solver, "reversible", steps=20)
+    assert jnp.allclose(jax.grad(f_chk)(x), jax.grad(f_rev)(x), rtol=1e-11, atol=1e-14)
+
+
+def test_jit_vmap_and_training_a_reversible_block(getkey):
+    class Model(eqx.Module):
+        field: nde.fields.Hamiltonian
+        head: eqx.nn.Linear
+
+        def __call__(self, x):
+            y, z = nde.solve(
+                self.field,
+                (x, jnp.zeros_like(x)),
+                steps=16,
+                solver="leapfrog",
+                gradient="reversible",
+            )
+            return self.head(y)
+
+    model = Model(
+        nde.fields.Hamiltonian(2, 8, layers=4, key=getkey()),
+        eqx.nn.Linear(2, 1, key=getkey()),
+    )
+    x = jax.random.normal(getkey(), (64, 2))
+    target = jnp.sign(x[:, :1] * x[:, 1:])  # XOR-like labels in +-1
+    opt = optax.adam(3e-2)
+    state = opt.init(eqx.filter(model, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def train_step(model, state):
+        loss = lambda m: jnp.mean((jax.vmap(m)(x) - target) ** 2)  # noqa: E731
+        value, grads = eqx.filter_value_and_grad(loss)(model)
+        updates, state = opt.update(grads, state, model)
+        return eqx.apply_updates(model, updates), state, value
+
+    # The vmapped reversible gradient equals the vmapped discretize one.
+    def loss_with(gradient):
+        def one(m, xi):
+            y, _ = nde.solve(
+                m.field,
+                (xi, jnp.zeros_like(xi)),
+                steps=16,
+                solver="leapfrog",
+                gradient=gradient,
+            )
+            return m.head(y)
+
+        return lambda m: jnp.mean((jax.vmap(one, (None, 0))(m, x) - target) ** 2)
+
+    g_rev = eqx.filter_grad(loss_with("reversible"))(model)
+    g_dis = eqx.filter_grad(loss_with("discretize"))(model)
+    assert jnp.allclose(
+        g_rev.field.operator.weight, g_dis.field.operator.weight, rtol=1e-10, atol=1e-14
+    )
+    losses = []
+    for _ in range(30):
+        model, state, value = train_step(model, state)
+        losses.append(float(value))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_reversible_memory_does_not_grow_with_steps(getkey):
+    # XLA's compiled memory analysis: the temporary buffers of the gradient.
+    field, y0, solver = _case("hamiltonian", getkey())
+
+    def temp_bytes(gradient, steps):
+        fn, x = _loss_fn(field, y0, solver, gradient, steps=steps)
+        compiled = jax.jit(jax.grad(fn)).lower(x).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    rev = [temp_bytes("reversible", n) for n in (100, 1000)]
+    dis = [temp_bytes("discretize", n) for n in (100, 1000)]
+    assert rev[1] <= 1.1 * rev[0]
+    assert dis[1] > 5 * dis[0]
+
+
+def test_bad_input(getkey):
+    field, y0, _ = _case("mlp", getkey())
+    with pytest.raises(
+        ValueError, match="reversible solver.*symplectic_euler.*adaptive"
+    ):
+        nde.solve(field, y0, solver="tsit5", gradient="reversible")
+    with pytest.raises(ValueError, match="reversible solver.*Reversible"):
+        nde.solve(field, y0, steps=4, solver="rk4", gradient="reversible")
+    with pytest.raises(ValueError, match="final state only"):
+        nde.solve(
+            field,
+            y0,
+            steps=4,
+            solver="reversible_heun",
+            gradient="reversible",
+            ts=jnp.array([0.5, 1.0]),
+        )
+    with pytest.raises(ValueError, match="explicit Runge-Kutta"):
+        nde.Reversible("symplectic_euler")
+    with pytest.raises(ValueError, match="coupling"):
+        nde.Reversible("rk4", coupling=0.0)
+    with pytest.raises(ValueError, match="reversible solver"):
+        nde.stability.reversibility_error(field, y0, solver="euler", steps=4)
