@@ -1,5 +1,5 @@
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import diffrax as dfx
@@ -7,8 +7,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, ArrayLike, PyTree
+from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
+from ._penalties import AbstractPenalty, augment
 from ._reversible import reversible_loop
 from ._solvers import (
     get_solver,
@@ -41,7 +42,9 @@ def solve(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 4096,
-) -> PyTree[Array]:
+    regularizers: Sequence[AbstractPenalty] = (),
+    key: PRNGKeyArray | None = None,
+) -> PyTree[Array] | tuple[PyTree[Array], Array]:
     """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax.
 
     **Arguments:**
@@ -85,11 +88,34 @@ def solve(
     - `args`: passed to `field`.
     - `rtol`, `atol`: tolerances of adaptive solvers (default `1e-5`, `1e-6`).
     - `max_steps`: the most steps an adaptive solve may take.
+    - `regularizers`: penalties integrated alongside the state, such as
+        `neuralde.regularizers.KineticEnergy()` and `JacobianFrobenius()` (Finlay et
+        al. 2020). They are extra components of the state, so every gradient mode
+        differentiates them, the continuous adjoint included. Not with two-stream
+        solvers (`symplectic_euler`, `leapfrog`), whose steps need each stream's rate
+        to depend on the other stream only.
+    - `key`: PRNG key for stochastic penalties (Hutchinson's estimator): a fresh one
+        per training step.
 
     **Returns:** the state at `t1`, shaped like `y0`; with `ts`, the states at `ts`.
+    With `regularizers`, the pair `(y1, penalties)`, where `penalties[i]` is the
+    integral of `regularizers[i]` over `[t0, t1]` (with `ts`: over `[t0, ts[k]]`,
+    stacked).
 
     A state that becomes non-finite raises an error that names the time reached.
     """
+    if regularizers:
+        if is_two_stream(get_solver(solver)):
+            raise ValueError(
+                "`regularizers` are integrated as an extra part of the state, which a "
+                f"two-stream solver ({solver!r}) cannot carry: each of its streams "
+                "must depend on the other only. Use a one-term solver such as 'rk4' "
+                "or 'reversible_heun'."
+            )
+        t1 = _default_t1(field, t1)
+        field, y0 = augment(field, y0, regularizers, key)
+    elif key is not None:
+        raise ValueError("`key` is used by stochastic `regularizers` only.")
     terms, solver_obj, t0, t1, grid = setup(
         field,
         y0,
