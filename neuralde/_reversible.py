@@ -81,43 +81,171 @@ def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver, grid):
     y0, terms, args = vjp_arg
     params, static = eqx.partition((terms, args), eqx.is_inexact_array)
 
-    def forward(y, state, params, t0, t1):
-        terms, args = eqx.combine(params, static)
-        y, _, _, state, _ = solver.step(terms, t0, t1, y, args, state, False)
-        return y, state
-
-    def backward_step(carry, _):
-        y, state, ct_y, ct_state, ct_params, i = carry
-        t = grid(i), grid(i + 1)
-        terms, args = eqx.combine(params, static)
-        y, state = inverse_step(solver, terms, t[0], t[1], y, state, args)
-        _, vjp = jax.vjp(
-            lambda y_, s_, p_: forward(y_, s_, p_, t[0], t[1]), y, state, params
-        )
-        ct_y, ct_state, ct_p = vjp((ct_y, ct_state))
-        ct_params = (ct_params**ω + ct_p**ω).ω
-        return (y, state, ct_y, ct_state, ct_params, i - 1), None
-
     ct_y1 = jtu.tree_map(
         lambda c, y: jnp.zeros_like(y) if c is None else c,
         ct_y1,
         y1,
         is_leaf=lambda c: c is None,
     )
-    zeros = lambda tree: jtu.tree_map(jnp.zeros_like, tree)  # noqa: E731
-    init = (y1, state1, ct_y1, zeros(state1), zeros(params), jnp.asarray(grid.n - 1))
-    (_, _, ct_y0, ct_state0, ct_params, _), _ = jax.lax.scan(
-        backward_step, init, length=grid.n
+    ct_y0, ct_params = _reverse_pass(solver, static)(
+        y0, y1, state1, ct_y1, params, grid
     )
-    # The solver's initial state is a function of y0 and the parameters too (reversible
-    # Heun stores f(t0, y0); the McCallum-Foster wrapper starts from z0 = y0).
-
-    def init_state(y, params):
-        terms, args = eqx.combine(params, static)
-        return solver.init(terms, grid(0), grid(1), y, args)
-
-    _, vjp_init = jax.vjp(init_state, y0, params)
-    ct_y0_init, ct_params_init = vjp_init(ct_state0)
-    ct_y0 = (ct_y0**ω + ct_y0_init**ω).ω
-    ct_terms, ct_args = (ct_params**ω + ct_params_init**ω).ω
+    ct_terms, ct_args = ct_params
     return ct_y0, ct_terms, ct_args
+
+
+def _reverse_pass(solver, static):
+    """The reverse pass `(y0, y1, state1, ct_y1, params, grid) -> (ct_y0, ct_params)`,
+    with a batching rule.
+
+    Under `jax.vmap` over examples that share their parameters (the usual case), JAX
+    would batch the reverse pass of the custom VJP as it stands, accumulating one
+    parameter cotangent per example at every step. The rule instead runs the pass on
+    the whole batch, so that each step's VJP sums over the batch as it transposes.
+    """
+
+    def run(batched, y0, y1, state1, ct_y1, params, grid):
+        def step(carry, _):
+            y, state, ct_y, ct_state, ct_params, i = carry
+            y, state, ct_y, ct_state, ct_p = step_back(
+                solver,
+                params,
+                static,
+                grid(i),
+                grid(i + 1),
+                y,
+                state,
+                ct_y,
+                ct_state,
+                batched,
+            )
+            ct_params = (ct_params**ω + ct_p**ω).ω
+            return (y, state, ct_y, ct_state, ct_params, i - 1), None
+
+        zeros = lambda tree: jtu.tree_map(jnp.zeros_like, tree)  # noqa: E731
+        init = (y1, state1, ct_y1, zeros(state1), zeros(params), grid.n - 1)
+        (_, _, ct_y0, ct_state0, ct_params, _), _ = jax.lax.scan(
+            step, init, length=grid.n
+        )
+
+        # The solver's initial state is a function of y0 and the parameters too
+        # (reversible Heun stores f(t0, y0); the McCallum-Foster wrapper starts from
+        # z0 = y0).
+        def init_state(y, params):
+            terms, args = eqx.combine(params, static)
+            return solver.init(terms, grid(0), grid(1), y, args)
+
+        if batched:
+            init_state = jax.vmap(init_state, in_axes=(0, None))
+        _, vjp_init = jax.vjp(init_state, y0, params)
+        ct_y0_init, ct_params_init = vjp_init(ct_state0)
+        return (ct_y0**ω + ct_y0_init**ω).ω, (ct_params**ω + ct_params_init**ω).ω
+
+    @jax.custom_batching.custom_vmap
+    def reverse_pass(y0, y1, state1, ct_y1, params, grid):
+        return run(False, y0, y1, state1, ct_y1, params, grid)
+
+    @reverse_pass.def_vmap
+    def _rule(axis_size, in_batched, y0, y1, state1, ct_y1, params, grid):
+        shared = not any(jtu.tree_leaves(in_batched[4:]))
+        if not shared:  # per-example parameters or times: nothing to share
+            in_axes = jtu.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+            out = jax.vmap(lambda *a: run(False, *a), in_axes=in_axes)(
+                y0, y1, state1, ct_y1, params, grid
+            )
+            return out, jtu.tree_map(lambda _: True, out)
+
+        def broadcast(tree, batched):
+            return jtu.tree_map(
+                lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *x.shape)),
+                tree,
+                batched,
+            )
+
+        y0, y1, state1, ct_y1 = (
+            broadcast(x, b) for x, b in zip((y0, y1, state1, ct_y1), in_batched[:4])
+        )
+        ct_y0, ct_params = run(True, y0, y1, state1, ct_y1, params, grid)
+        out_batched = (
+            jtu.tree_map(lambda _: True, ct_y0),
+            jtu.tree_map(lambda _: False, ct_params),
+        )
+        return (ct_y0, ct_params), out_batched
+
+    return reverse_pass
+
+
+def step_back(solver, params, static, t0, t1, y1, state1, ct_y1, ct_state1, batched):
+    """One step of the reverse pass: the state before the step, rebuilt, and the
+    cotangents of that state and of the parameters, `params` being the inexact arrays
+    of `(terms, args)`. With `batched`, the states carry a leading batch axis that the
+    parameters do not have."""
+    if isinstance(solver, dfx.SemiImplicitEuler | Leapfrog):
+        y0, ct_y0, ct_params = _step_back_two_stream(
+            solver, params, static, t0, t1, y1, ct_y1, batched
+        )
+        return y0, state1, ct_y0, ct_state1, ct_params
+    terms, args = eqx.combine(params, static)
+
+    def inverse(y, state):
+        return inverse_step(solver, terms, t0, t1, y, state, args)
+
+    def forward(y, state, params):
+        terms, args = eqx.combine(params, static)
+        y, _, _, state, _ = solver.step(terms, t0, t1, y, args, state, False)
+        return y, state
+
+    if batched:
+        inverse = jax.vmap(inverse)
+        forward = jax.vmap(forward, in_axes=(0, 0, None))
+    y0, state0 = inverse(y1, state1)
+    _, vjp = jax.vjp(forward, y0, state0, params)
+    ct_y0, ct_state0, ct_params = vjp((ct_y1, ct_state1))
+    return y0, state0, ct_y0, ct_state0, ct_params
+
+
+def _step_back_two_stream(solver, params, static, t0, t1, y1, ct_y1, batched):
+    """Symplectic Euler and leapfrog, inverted update by update. Each update of the
+    inverse evaluates one stream's rate at the very point the forward step evaluated
+    it, so its VJP comes with it: no rate is evaluated twice."""
+
+    def update(index, t, x, ta, tb):
+        # The increment of stream `index` (0: y, from z; 1: z, from y) and its VJP.
+        def fn(x, params):
+            terms, args = eqx.combine(params, static)
+            term = terms[index]
+            return term.vf_prod(t, x, args, term.contr(ta, tb))
+
+        return jax.vjp(jax.vmap(fn, in_axes=(0, None)) if batched else fn, x, params)
+
+    (y, z), (ct_y, ct_z) = y1, ct_y1
+    ct_params = []
+
+    def undo(index, t, ta, tb):
+        # Undo one update of stream `index`, and pull its cotangent back.
+        nonlocal y, z, ct_y, ct_z
+        if index == 1:  # z -= h g(t, y)
+            dz, vjp = update(1, t, y, ta, tb)
+            z = (z**ω - dz**ω).ω
+            extra, ct_p = vjp(ct_z)
+            ct_y = (ct_y**ω + extra**ω).ω
+        else:  # y -= h f(t, z)
+            dy, vjp = update(0, t, z, ta, tb)
+            y = (y**ω - dy**ω).ω
+            extra, ct_p = vjp(ct_y)
+            ct_z = (ct_z**ω + extra**ω).ω
+        ct_params.append(ct_p)
+
+    if isinstance(solver, dfx.SemiImplicitEuler):
+        # forward: y1 = y0 + h f(t0, z0); z1 = z0 + h g(t0, y1)
+        undo(1, t0, t0, t1)
+        undo(0, t0, t0, t1)
+    else:
+        # forward: z' = z0 + h/2 g(t0, y0); y1 = y0 + h f(tm, z');
+        #          z1 = z' + h/2 g(t1, y1)
+        tm = t0 + 0.5 * (t1 - t0)
+        undo(1, t1, tm, t1)
+        undo(0, tm, t0, t1)
+        undo(1, t0, t0, tm)
+    total = jtu.tree_map(lambda *c: sum(c), *ct_params)
+    return (y, z), (ct_y, ct_z), total
