@@ -55,6 +55,7 @@ def resnet(
         bad = jnp.where((bad == layers) & ~all_finite(h), j, bad)
         return (h, bad), None
 
+    layer = jax.checkpoint(layer, prevent_cse=False)  # as in `solve`'s scan
     xs = (jnp.arange(layers), times[:-1], jnp.diff(times))
     (h, bad), _ = jax.lax.scan(layer, (y0, jnp.asarray(layers)), xs)
     return raise_if_nonfinite(h, bad, grid)

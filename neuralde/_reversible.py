@@ -15,7 +15,7 @@ import jax.tree_util as jtu
 from equinox.internal import ω
 from jaxtyping import Array, PyTree
 
-from ._solvers import Leapfrog, Reversible
+from ._solvers import Leapfrog, Reversible, take_step
 from ._steps import raise_if_nonfinite, scan_steps
 
 
@@ -192,8 +192,7 @@ def step_back(solver, params, static, t0, t1, y1, state1, ct_y1, ct_state1, batc
 
     def forward(y, state, params):
         terms, args = eqx.combine(params, static)
-        y, _, _, state, _ = solver.step(terms, t0, t1, y, args, state, False)
-        return y, state
+        return take_step(solver, terms, t0, t1, y, args, state)
 
     if batched:
         inverse = jax.vmap(inverse)
