@@ -2,7 +2,12 @@
 
 import importlib.metadata
 
-from . import fields as fields, stability as stability
+from . import (
+    fields as fields,
+    losses as losses,
+    regularizers as regularizers,
+    stability as stability,
+)
 from ._resnet import resnet as resnet
 from ._solve import solve as solve
 from ._solvers import Leapfrog as Leapfrog, Reversible as Reversible, RK4 as RK4

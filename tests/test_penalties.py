@@ -6,7 +6,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import neuralde as nde
-from neuralde._penalties import JacobianFrobenius, KineticEnergy
+from neuralde.regularizers import JacobianFrobenius, KineticEnergy
 
 
 def test_kinetic_energy_equals_quadrature_of_trajectory(getkey):
