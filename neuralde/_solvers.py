@@ -189,9 +189,17 @@ class Reversible(dfx.AbstractSolver):
 
     and is undone exactly by $z_0 = z_1 - y_1 + \\Psi_{t_1 \\to t_0}(y_1)$,
     $y_0 = z_0 + (y_1 - \\Psi_{t_0 \\to t_1}(z_0)) / \\lambda$. The method keeps the
-    order of the wrapped solver, and the coupling $\\lambda < 1$ damps the drift of
-    $y - z$ that makes reversible Heun unstable. Costs two steps of the wrapped solver
-    per step. `z` is the solver state; `solve` returns `y`.
+    order of the wrapped solver and costs two of its steps per step. `z` is the solver
+    state; `solve` returns `y`.
+
+    Stability: on $\\dot y = \\mu y$ the step has two roots whose product is
+    $\\lambda$; one is close to the wrapped solver's $R(h\\mu)$, the other to
+    $\\lambda / R(h\\mu)$. A mode that decays faster than $\\lambda$ per step
+    ($|R(h\\mu)| < \\lambda$) is therefore amplified: with $\\lambda = 0.999$,
+    `Reversible("rk4")` on $\\dot y = -y$ with $h = 0.1$ grows by 1.104 per step.
+    Use it on fields whose modes are oscillatory or weakly damped (antisymmetric,
+    Hamiltonian), lower $\\lambda$ for damped ones, and check with
+    `neuralde.stability.step_stability`.
 
     ```python
     nde.solve(field, y0, steps=100, solver=nde.Reversible("rk4"),

@@ -1,4 +1,4 @@
-"""Diagnostics of the stability of continuous-time networks."""
+"""The reconstruction error of reversible solves."""
 
 from collections.abc import Callable
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from ._reversible import reconstruct
-from ._solve import setup
-from ._steps import raise_if_nonfinite, scan_steps
+from .._reversible import reconstruct
+from .._solve import setup
+from .._steps import raise_if_nonfinite, scan_steps
 
 
 def reversibility_error(
