@@ -114,8 +114,21 @@ def memory_worker(steps: int, gradient: str, checkpoints: int | None) -> dict:
     jax.block_until_ready(fn(*args))
     return {
         "temp_bytes": int(analysis.temp_size_in_bytes),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size. On Linux `ru_maxrss` survives `fork`
+    and `exec` (a worker would report its parent's peak), so read `VmHWM`, which
+    starts afresh with each program."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_modes(steps: int) -> dict[str, dict]:
