@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, PyTree
 
 from ._solve import check_field_output
@@ -43,7 +44,7 @@ def resnet(
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"The input must be floating point, got dtype {dtype}.")
-    grid = step_grid(jnp.zeros((), dtype), jnp.asarray(t1, dtype), layers, None, dtype)
+    grid = step_grid(np.zeros((), dtype), np.asarray(t1, dtype), layers, None, dtype)
     times = grid.times()
     check_field_output(field, times[0], y0, args)
 

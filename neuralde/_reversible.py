@@ -80,109 +80,69 @@ def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver, grid):
     y1, state1 = residuals
     y0, terms, args = vjp_arg
     params, static = eqx.partition((terms, args), eqx.is_inexact_array)
-
     ct_y1 = jtu.tree_map(
         lambda c, y: jnp.zeros_like(y) if c is None else c,
         ct_y1,
         y1,
         is_leaf=lambda c: c is None,
     )
-    ct_y0, ct_params = _reverse_pass(solver, static)(
-        y0, y1, state1, ct_y1, params, grid
+
+    def step(carry, _):
+        y, state, ct_y, ct_state, ct_params, i = carry
+        y, state, ct_y, ct_state, ct_p = step_back(
+            solver, params, static, grid(i), grid(i + 1), y, state, ct_y, ct_state
+        )
+        ct_params = (ct_params**ω + ct_p**ω).ω
+        return (y, state, ct_y, ct_state, ct_params, i - 1), None
+
+    zeros = lambda tree: jtu.tree_map(jnp.zeros_like, tree)  # noqa: E731
+    init = (y1, state1, ct_y1, zeros(state1), zeros(params), grid.n - 1)
+    (y0_rebuilt, _, ct_y0, ct_state0, ct_params, _), _ = jax.lax.scan(
+        step, init, length=grid.n
     )
-    ct_terms, ct_args = ct_params
+
+    # The solver's initial state is a function of y0 and the parameters too
+    # (reversible Heun stores f(t0, y0); the McCallum-Foster wrapper starts from
+    # z0 = y0).
+    def init_state(y, params):
+        terms, args = eqx.combine(params, static)
+        return solver.init(terms, grid(0), grid(1), y, args)
+
+    _, vjp_init = jax.vjp(init_state, y0, params)
+    ct_y0_init, ct_params_init = vjp_init(ct_state0)
+    ct_y0 = (ct_y0**ω + ct_y0_init**ω).ω
+    ct_terms, ct_args = (ct_params**ω + ct_params_init**ω).ω
+    # The gradient was taken along the rebuilt trajectory: refuse it if that drifted
+    # from the true one (reversed dynamics that amplify round-off).
+    error = relative_error(y0_rebuilt, y0)
+    tol = jnp.sqrt(jnp.finfo(error.dtype).eps)
+    ct_y0 = eqx.error_if(
+        ct_y0,
+        ~(error <= tol),
+        'neuralde: gradient="reversible" rebuilt the initial state with a relative '
+        "error above sqrt(eps): running the steps backwards amplifies round-off "
+        "here (a strongly contracting field, or a small `coupling`), so the gradient "
+        'would be wrong. Use gradient="discretize" or "checkpoint"; '
+        "`neuralde.stability.reversibility_error` measures the drift.",
+    )
     return ct_y0, ct_terms, ct_args
 
 
-def _reverse_pass(solver, static):
-    """The reverse pass `(y0, y1, state1, ct_y1, params, grid) -> (ct_y0, ct_params)`,
-    with a batching rule.
-
-    Under `jax.vmap` over examples that share their parameters (the usual case), JAX
-    would batch the reverse pass of the custom VJP as it stands, accumulating one
-    parameter cotangent per example at every step. The rule instead runs the pass on
-    the whole batch, so that each step's VJP sums over the batch as it transposes.
-    """
-
-    def run(batched, y0, y1, state1, ct_y1, params, grid):
-        def step(carry, _):
-            y, state, ct_y, ct_state, ct_params, i = carry
-            y, state, ct_y, ct_state, ct_p = step_back(
-                solver,
-                params,
-                static,
-                grid(i),
-                grid(i + 1),
-                y,
-                state,
-                ct_y,
-                ct_state,
-                batched,
-            )
-            ct_params = (ct_params**ω + ct_p**ω).ω
-            return (y, state, ct_y, ct_state, ct_params, i - 1), None
-
-        zeros = lambda tree: jtu.tree_map(jnp.zeros_like, tree)  # noqa: E731
-        init = (y1, state1, ct_y1, zeros(state1), zeros(params), grid.n - 1)
-        (_, _, ct_y0, ct_state0, ct_params, _), _ = jax.lax.scan(
-            step, init, length=grid.n
-        )
-
-        # The solver's initial state is a function of y0 and the parameters too
-        # (reversible Heun stores f(t0, y0); the McCallum-Foster wrapper starts from
-        # z0 = y0).
-        def init_state(y, params):
-            terms, args = eqx.combine(params, static)
-            return solver.init(terms, grid(0), grid(1), y, args)
-
-        if batched:
-            init_state = jax.vmap(init_state, in_axes=(0, None))
-        _, vjp_init = jax.vjp(init_state, y0, params)
-        ct_y0_init, ct_params_init = vjp_init(ct_state0)
-        return (ct_y0**ω + ct_y0_init**ω).ω, (ct_params**ω + ct_params_init**ω).ω
-
-    @jax.custom_batching.custom_vmap
-    def reverse_pass(y0, y1, state1, ct_y1, params, grid):
-        return run(False, y0, y1, state1, ct_y1, params, grid)
-
-    @reverse_pass.def_vmap
-    def _rule(axis_size, in_batched, y0, y1, state1, ct_y1, params, grid):
-        shared = not any(jtu.tree_leaves(in_batched[4:]))
-        if not shared:  # per-example parameters or times: nothing to share
-            in_axes = jtu.tree_map(lambda b: 0 if b else None, tuple(in_batched))
-            out = jax.vmap(lambda *a: run(False, *a), in_axes=in_axes)(
-                y0, y1, state1, ct_y1, params, grid
-            )
-            return out, jtu.tree_map(lambda _: True, out)
-
-        def broadcast(tree, batched):
-            return jtu.tree_map(
-                lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *x.shape)),
-                tree,
-                batched,
-            )
-
-        y0, y1, state1, ct_y1 = (
-            broadcast(x, b) for x, b in zip((y0, y1, state1, ct_y1), in_batched[:4])
-        )
-        ct_y0, ct_params = run(True, y0, y1, state1, ct_y1, params, grid)
-        out_batched = (
-            jtu.tree_map(lambda _: True, ct_y0),
-            jtu.tree_map(lambda _: False, ct_params),
-        )
-        return (ct_y0, ct_params), out_batched
-
-    return reverse_pass
+def relative_error(rebuilt: PyTree[Array], y0: PyTree[Array]) -> Array:
+    """$\\|\\hat y_0 - y_0\\|_\\infty / \\|y_0\\|_\\infty$ over every leaf."""
+    pairs = zip(jtu.tree_leaves(rebuilt), jtu.tree_leaves(y0))
+    err = jnp.max(jnp.stack([jnp.max(jnp.abs(a - b)) for a, b in pairs]))
+    size = jnp.max(jnp.stack([jnp.max(jnp.abs(b)) for b in jtu.tree_leaves(y0)]))
+    return err / jnp.maximum(size, jnp.finfo(size.dtype).tiny)
 
 
-def step_back(solver, params, static, t0, t1, y1, state1, ct_y1, ct_state1, batched):
+def step_back(solver, params, static, t0, t1, y1, state1, ct_y1, ct_state1):
     """One step of the reverse pass: the state before the step, rebuilt, and the
     cotangents of that state and of the parameters, `params` being the inexact arrays
-    of `(terms, args)`. With `batched`, the states carry a leading batch axis that the
-    parameters do not have."""
+    of `(terms, args)`."""
     if isinstance(solver, dfx.SemiImplicitEuler | Leapfrog):
         y0, ct_y0, ct_params = _step_back_two_stream(
-            solver, params, static, t0, t1, y1, ct_y1, batched
+            solver, params, static, t0, t1, y1, ct_y1
         )
         return y0, state1, ct_y0, ct_state1, ct_params
     terms, args = eqx.combine(params, static)
@@ -194,16 +154,13 @@ def step_back(solver, params, static, t0, t1, y1, state1, ct_y1, ct_state1, batc
         terms, args = eqx.combine(params, static)
         return take_step(solver, terms, t0, t1, y, args, state)
 
-    if batched:
-        inverse = jax.vmap(inverse)
-        forward = jax.vmap(forward, in_axes=(0, 0, None))
     y0, state0 = inverse(y1, state1)
     _, vjp = jax.vjp(forward, y0, state0, params)
     ct_y0, ct_state0, ct_params = vjp((ct_y1, ct_state1))
     return y0, state0, ct_y0, ct_state0, ct_params
 
 
-def _step_back_two_stream(solver, params, static, t0, t1, y1, ct_y1, batched):
+def _step_back_two_stream(solver, params, static, t0, t1, y1, ct_y1):
     """Symplectic Euler and leapfrog, inverted update by update. Each update of the
     inverse evaluates one stream's rate at the very point the forward step evaluated
     it, so its VJP comes with it: no rate is evaluated twice."""
@@ -215,7 +172,7 @@ def _step_back_two_stream(solver, params, static, t0, t1, y1, ct_y1, batched):
             term = terms[index]
             return term.vf_prod(t, x, args, term.contr(ta, tb))
 
-        return jax.vjp(jax.vmap(fn, in_axes=(0, None)) if batched else fn, x, params)
+        return jax.vjp(fn, x, params)
 
     (y, z), (ct_y, ct_z) = y1, ct_y1
     ct_params = []

@@ -1,4 +1,5 @@
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -7,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from ._penalties import AbstractPenalty, augment
@@ -144,7 +146,7 @@ def solve(
         dt0,
         y0,
         args,
-        None if grid is None else grid.times(),
+        grid,
         ts,
         gradient,
         checkpoints,
@@ -198,10 +200,13 @@ def setup(
                 '`gradient="checkpoint"` with `ts=`.'
             )
     terms = make_terms(field, solver_obj)
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
+    t0 = _as_time(t0, dtype)
+    t1 = _as_time(t1, dtype)
+    if ts is not None:
+        _check_ts(ts, t0, t1)
     check_field_output(field, t0, y0, args)
 
+    steps = None if steps is None else _as_int(steps)
     grid = None if adaptive else step_grid(t0, t1, steps, dt0, dtype)
     return terms, solver_obj, t0, t1, grid
 
@@ -254,7 +259,7 @@ def _diffeqsolve(
     dt0,
     y0,
     args,
-    times,
+    grid,
     ts,
     gradient,
     checkpoints,
@@ -262,22 +267,20 @@ def _diffeqsolve(
     atol,
     max_steps,
 ):
+    times = None if grid is None else grid.times()
     if times is None:
         controller = dfx.PIDController(
             rtol=1e-5 if rtol is None else rtol, atol=1e-6 if atol is None else atol
         )
         n = max_steps
-    elif gradient == "adjoint":
-        # The backward solve steps from t1 to t0; a `StepTo` grid only runs forwards.
-        controller = dfx.ConstantStepSize()
-        dt0 = (t1 - t0) / (times.shape[0] - 1) if dt0 is None else dt0
-        n = times.shape[0] - 1
     else:
         controller = dfx.StepTo(ts=times)
         dt0 = None
         n = times.shape[0] - 1
     if isinstance(gradient, dfx.AbstractAdjoint):
         adjoint = gradient
+        if isinstance(adjoint, dfx.BacksolveAdjoint) and times is not None:
+            adjoint = _backsolve_on(times, adjoint.kwargs)
     elif gradient == "discretize":
         adjoint = dfx.RecursiveCheckpointAdjoint(
             checkpoints=None if times is None else n
@@ -295,16 +298,16 @@ def _diffeqsolve(
                 '`gradient="discretize"` or `"checkpoint"` with this solver, or a '
                 "one-term solver such as 'rk4' with the adjoint."
             )
-        adjoint = dfx.BacksolveAdjoint()
+        adjoint = dfx.BacksolveAdjoint() if times is None else _backsolve_on(times, {})
     if ts is None:
         saveat = dfx.SaveAt(t1=True)
     else:
         ts = jnp.asarray(ts, t0.dtype)
         saveat = dfx.SaveAt(ts=ts)
     # The first evaluation of the field at a non-finite state names the time reached.
-    at = _time_labels(t0, t1, times)
+    label_times = _label_times(t0, t1, grid)
     terms = jtu.tree_map(
-        lambda term: dfx.ODETerm(_FiniteInput(term.vector_field, t0, t1, at)),
+        lambda term: dfx.ODETerm(_FiniteInput(term.vector_field, label_times)),
         terms,
         is_leaf=lambda x: isinstance(x, dfx.ODETerm),
     )
@@ -330,42 +333,60 @@ def _diffeqsolve(
     # A state that became non-finite in the last step is seen by no evaluation.
     ok = jax.vmap(all_finite)(sol.ys)
     if isinstance(saved, jax.core.Tracer):
-        msgs = [f"by the {i + 1}-th saved time" for i in range(saved.shape[0])]
+        msgs = [
+            f"by saved time {i + 1} of {saved.shape[0]}" for i in range(saved.shape[0])
+        ]
     else:
         msgs = [f"by t = {t:.6g}" for t in jax.device_get(saved).tolist()]
     msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
     return eqx.branched_error_if(y, ~jnp.all(ok), jnp.argmin(ok), msgs)
 
 
-_TIME_BINS = 1000
+def _backsolve_on(times, kwargs) -> dfx.BacksolveAdjoint:
+    """`BacksolveAdjoint` whose backward solve steps through the forward grid
+    reversed: the adjoint of the same discretisation, and no time grid of diffrax's
+    own (`ConstantStepSize` would place the steps differently from `dt0=` grids)."""
+    kwargs = dict(kwargs)
+    kwargs.setdefault("stepsize_controller", dfx.StepTo(ts=times[::-1]))
+    return dfx.BacksolveAdjoint(**kwargs)
 
 
-def _time_labels(t0, t1, times) -> tuple[str, ...]:
-    """Labels for the time at which a state was found non-finite: the step times of a
-    fixed grid, or 1000 bins of `[t0, t1]` for adaptive steps."""
-    if any(isinstance(x, jax.core.Tracer) for x in (t0, t1, times)):
-        return ("during the solve",)
-    if times is not None:
-        return tuple(f"at t = {t:.6g}" for t in jax.device_get(times).tolist())
-    grid = jnp.linspace(t0, t1, _TIME_BINS + 1)
-    return tuple(f"at t ~ {t:.4g}" for t in jax.device_get(grid).tolist())
+def _label_times(t0, t1, grid) -> tuple[float, ...] | None:
+    """The times that may name where a state was found non-finite: the step times of
+    a fixed grid, or 1000 bins of `[t0, t1]` for adaptive steps; `None` when traced.
+    """
+    if grid is not None:
+        times = grid.concrete_times()
+        return None if times is None else tuple(times.tolist())
+    if isinstance(t0, jax.core.Tracer) or isinstance(t1, jax.core.Tracer):
+        return None
+    return tuple(np.linspace(float(t0), float(t1), 1001).tolist())
 
 
 class _FiniteInput(eqx.Module):
-    """A vector field that raises when evaluated at a non-finite state."""
+    """A vector field that raises when evaluated at a non-finite state, naming the
+    nearest of `times`."""
 
     vector_field: Callable
-    t0: Array
-    t1: Array
-    labels: tuple[str, ...] = eqx.field(static=True)
+    times: tuple[float, ...] | None = eqx.field(static=True)
 
     def __call__(self, t, y, args):
-        n = len(self.labels) - 1
-        frac = (t - self.t0) / (self.t1 - self.t0)
-        index = jnp.clip(jnp.round(frac * n), 0, n).astype(jnp.int32)
-        msgs = [f"neuralde: the state became non-finite {m}." for m in self.labels]
+        if self.times is None:
+            index, msgs = 0, ["during the solve"]
+        else:
+            index = jnp.argmin(jnp.abs(jnp.asarray(self.times, jnp.result_type(t)) - t))
+            msgs = [f"at t = {s:.6g}" for s in self.times]
+        msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
         y = eqx.branched_error_if(y, ~all_finite(y), index, msgs)
         return self.vector_field(t, y, args)
+
+
+def _as_time(t, dtype):
+    # numpy when concrete: under `jit` a jnp constant is a tracer, and the step grid,
+    # `dt0` step counts and error messages need the values.
+    if isinstance(t, jax.core.Tracer):
+        return jnp.asarray(t, dtype)
+    return np.asarray(t, dtype)
 
 
 def _default_t1(field, t1):
@@ -408,9 +429,7 @@ def _check_steps(steps, dt0, adaptive, solver) -> None:
             f"The fixed-step solver {solver!r} needs `steps=` (the number of equal "
             "steps) or `dt0=` (the step size)."
         )
-    if steps is not None and (
-        not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
-    ):
+    if steps is not None and (_as_int(steps) is None or _as_int(steps) < 1):
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     if dt0 is not None:
         if isinstance(dt0, jax.core.Tracer):
@@ -423,8 +442,42 @@ def _check_steps(steps, dt0, adaptive, solver) -> None:
             raise ValueError(f"`dt0` must be positive, got {dt0!r}.")
 
 
+def _as_int(n) -> int | None:
+    """`n` as a Python int if it is an integer (NumPy integers too), else `None`."""
+    if isinstance(n, bool):
+        return None
+    try:
+        return operator.index(n)
+    except TypeError:
+        return None
+
+
+def _check_ts(ts, t0, t1) -> None:
+    if jnp.ndim(ts) != 1 or jnp.shape(ts)[0] < 1:
+        raise ValueError(
+            f"`ts` must be a 1-D array of times, got shape {jnp.shape(ts)}."
+        )
+    if any(isinstance(x, jax.core.Tracer) for x in (ts, t0, t1)):
+        return
+    ts = np.asarray(ts, np.float64)
+    if ts[0] < float(t0) or ts[-1] > float(t1) or np.any(np.diff(ts) <= 0):
+        raise ValueError(
+            f"`ts` must increase strictly and lie in [t0, t1] = [{float(t0)}, "
+            f"{float(t1)}]; got {ts.tolist() if ts.size <= 8 else ts}."
+        )
+
+
 def _check_gradient(gradient, checkpoints) -> None:
+    if checkpoints is not None and (_as_int(checkpoints) is None or checkpoints < 1):
+        raise ValueError(
+            f"`checkpoints` must be a positive integer, got {checkpoints!r}."
+        )
     if isinstance(gradient, dfx.AbstractAdjoint):
+        if checkpoints is not None:
+            raise ValueError(
+                '`checkpoints` configures `gradient="checkpoint"`; with a diffrax '
+                "adjoint, set it on the adjoint itself."
+            )
         return
     if gradient not in GRADIENTS:
         raise ValueError(

@@ -198,8 +198,11 @@ class Reversible(dfx.AbstractSolver):
     ($|R(h\\mu)| < \\lambda$) is therefore amplified: with $\\lambda = 0.999$,
     `Reversible("rk4")` on $\\dot y = -y$ with $h = 0.1$ grows by 1.104 per step.
     Use it on fields whose modes are oscillatory or weakly damped (antisymmetric,
-    Hamiltonian), lower $\\lambda$ for damped ones, and check with
-    `neuralde.stability.step_stability`.
+    Hamiltonian); check with `neuralde.stability.step_stability`. A smaller
+    $\\lambda$ widens the forward stability region, but the inverse divides by
+    $\\lambda$ at every step, so the backward pass of `gradient="reversible"` rebuilds
+    the trajectory less accurately; `solve` checks the rebuilt initial state and
+    raises rather than return a wrong gradient.
 
     ```python
     nde.solve(field, y0, steps=100, solver=nde.Reversible("rk4"),

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
 from ._solvers import take_step
@@ -15,32 +16,54 @@ class StepGrid(eqx.Module):
     """The times $t_0 < \\dots < t_n$ of a fixed-step solve.
 
     A time is computed from its step index, so a loop over the steps stores nothing
-    per step. Equal steps are at `t0 + (t1 - t0) * (i / n)`: the correctly rounded
-    `i / n` makes steps that are meant to meet a layer boundary meet it exactly.
+    per step. `t0` and `t1` are NumPy scalars when concrete, so that the times can
+    name steps in error messages under `jit` too. Equal steps are at
+    `t0 + (t1 - t0) * (i / n)`: the correctly rounded `i / n` makes steps that are
+    meant to meet a layer boundary meet it exactly.
     Steps of a given `dt` are at `t0 + i dt`, the last one shortened to end at `t1`.
     """
 
-    t0: Array
-    t1: Array
-    dt: Array | None
+    t0: Array | np.ndarray
+    t1: Array | np.ndarray
+    dt: Array | np.ndarray | None
     n: int = eqx.field(static=True)
 
     def __call__(self, i: ArrayLike) -> Array:
         i = jnp.asarray(i).astype(self.t0.dtype)
+        # The last time is `t1` itself: `t0 + (t1 - t0) * 1` may miss it by an ulp.
         if self.dt is None:
-            return self.t0 + (self.t1 - self.t0) * (i / self.n)
-        return jnp.where(i >= self.n, self.t1, self.t0 + self.dt * i)
+            inner = self.t0 + (self.t1 - self.t0) * (i / self.n)
+        else:
+            inner = self.t0 + self.dt * i
+        return jnp.where(i >= self.n, self.t1, inner)
 
     def times(self) -> Array:
         return self(jnp.arange(self.n + 1))
+
+    def concrete_times(self) -> np.ndarray | None:
+        """The times as NumPy values, for messages; `None` if they are traced."""
+        if any(isinstance(x, jax.core.Tracer) for x in jtu.tree_leaves(self)):
+            return None
+        i = np.arange(self.n + 1)
+        if self.dt is None:
+            t = self.t0 + (self.t1 - self.t0) * (i / self.n)
+        else:
+            t = self.t0 + self.dt * i
+        t[-1] = self.t1
+        return t
 
 
 def step_grid(t0: Array, t1: Array, steps: int | None, dt0, dtype) -> StepGrid:
     if steps is not None:
         return StepGrid(t0, t1, None, steps)
+    if any(isinstance(x, jax.core.Tracer) for x in (t0, t1)):
+        raise TypeError(
+            "`dt0=` needs concrete `t0` and `t1` to count its steps; pass `steps=` "
+            "when the times are traced."
+        )
     span = float(t1) - float(t0)
     n = max(1, math.ceil(span / dt0 * (1 - 1e-9)))
-    return StepGrid(t0, t1, jnp.asarray(dt0, dtype), n)
+    return StepGrid(t0, t1, np.asarray(dt0, dtype), n)
 
 
 def scan_steps(terms, solver, grid: StepGrid, y0, args):
@@ -72,11 +95,15 @@ def scan_steps(terms, solver, grid: StepGrid, y0, args):
 def raise_if_nonfinite(y: PyTree[Array], bad: Array, grid: StepGrid) -> PyTree[Array]:
     """Raise, inside or outside `jit`, if step `bad` produced a non-finite state."""
     n = grid.n
-    if any(isinstance(x, jax.core.Tracer) for x in jtu.tree_leaves(grid)):
+    times = grid.concrete_times()
+    if times is None:
         where = [f"in step {i + 1} of {n}" for i in range(n)]
     else:
-        times = jax.device_get(grid.times()[1:]).tolist()
-        where = [f"in step {i + 1} of {n}, at t = {t:.6g}" for i, t in enumerate(times)]
+        where = [
+            f"in step {i + 1} of {n}, at t = {t:.6g}"
+            for i, t in enumerate(times[1:].tolist())
+        ]
+
     msgs = [f"neuralde: the state became non-finite {w}." for w in where]
     return eqx.branched_error_if(y, bad < n, jnp.minimum(bad, n - 1), msgs)
 

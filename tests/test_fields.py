@@ -148,3 +148,15 @@ def test_bad_state_shapes(getkey):
         nde.fields.MLP(operator=K)
     with pytest.raises(ValueError, match="gamma"):
         nde.fields.Antisymmetric(3, gamma=-1.0, key=getkey())
+
+
+@pytest.mark.parametrize("dtype, layers", [(jnp.float16, 64), (jnp.bfloat16, 16)])
+def test_layer_index_half_precision(dtype, layers):
+    t = jnp.array([0.001, 0.251, 0.501], dtype)
+    expected = [0, layers // 4, layers // 2]
+    assert layer_index(t, layers, 1.0).tolist() == expected
+
+
+def test_unstacked_operator_is_rejected(getkey):
+    with pytest.raises(ValueError, match="unstacked.*filter_vmap"):
+        nde.fields.Hamiltonian(operator=nde.fields.Dense(4, 8, key=getkey()), layers=8)

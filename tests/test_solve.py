@@ -399,3 +399,53 @@ def test_bad_input(getkey):
         nde.solve(lambda t, y, a: y[:2], y0, steps=2)
     with pytest.raises(ValueError, match="layers"):
         nde.resnet(f, y0, layers=0)
+
+
+def test_all_gradient_modes_share_the_dt0_grid(getkey):
+    f = nde.fields.MLP(3, key=getkey())
+    y0 = jax.random.normal(getkey(), (3,))
+    ref = nde.solve(f, y0, dt0=0.3, solver="euler")  # steps at 0, .3, .6, .9, 1
+    for gradient in ["checkpoint", "adjoint", dfx.BacksolveAdjoint()]:
+        out = nde.solve(f, y0, dt0=0.3, solver="euler", gradient=gradient)
+        assert jnp.allclose(out, ref, rtol=1e-14)
+    manual = y0
+    for a, b in [(0, 0.3), (0.3, 0.6), (0.6, 0.9), (0.9, 1.0)]:
+        manual = manual + (b - a) * f(a, manual, None)
+    assert jnp.allclose(ref, manual, rtol=1e-14)
+
+
+def test_dt0_and_error_times_under_jit():
+    blow = jnp.array([10.0])
+    out = eqx.filter_jit(
+        lambda y: nde.solve(_blowup, y, dt0=0.01, t1=0.05, solver="euler")
+    )(blow)
+    assert out.shape == (1,)
+    with pytest.raises(Exception, match=r"step \d+ of 50, at t = 0\.\d+"):
+        eqx.filter_jit(lambda y: nde.solve(_blowup, y, steps=50, solver="euler"))(blow)
+
+
+def test_float32_grid_ends_exactly_at_t1(getkey):
+    f = nde.fields.MLP(3, dtype=jnp.float32, key=getkey())
+    y0 = jnp.ones(3, jnp.float32)
+    a = nde.solve(f, y0, t0=1.1, t1=3.3, steps=3, gradient="checkpoint")
+    b = nde.solve(f, y0, t0=1.1, t1=3.3, steps=3)
+    assert jnp.allclose(a, b, rtol=1e-6)
+
+
+def test_more_bad_input(getkey):
+    f = nde.fields.MLP(3, key=getkey())
+    y0 = jnp.ones(3)
+    with pytest.raises(ValueError, match="1-D array"):
+        nde.solve(f, y0, steps=4, ts=jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="increase strictly"):
+        nde.solve(f, y0, steps=4, ts=jnp.array([0.5, 0.2]))
+    with pytest.raises(ValueError, match=r"lie in \[t0, t1\]"):
+        nde.solve(f, y0, steps=4, ts=jnp.array([0.5, 2.0]))
+    with pytest.raises(ValueError, match="checkpoints"):
+        nde.solve(f, y0, steps=4, gradient="checkpoint", checkpoints=0)
+    with pytest.raises(ValueError, match="set it on the adjoint"):
+        nde.solve(
+            f, y0, steps=4, gradient=dfx.RecursiveCheckpointAdjoint(), checkpoints=2
+        )
+    # NumPy integers are integers.
+    assert jnp.allclose(nde.solve(f, y0, steps=np.int64(4)), nde.solve(f, y0, steps=4))

@@ -81,13 +81,13 @@ def layer_index(t: ArrayLike, layers: int, t1: float) -> Int[Array, ""]:
     step times such as `3 * (0.1)` land on the layer they were meant for.
     """
     t = jnp.asarray(t)
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(jnp.result_type(float))
+    # At least float32: in half precision the allowance below would span layers.
+    t = t.astype(jnp.promote_types(t.dtype, jnp.float32))
     if layers == 1:
         return jnp.zeros((), jnp.int32)
     s = t * (layers / t1)
     # s has magnitude up to `layers`, so its round-off is about eps * layers.
-    allowance = 16 * jnp.finfo(t.dtype).eps * layers
+    allowance = min(16 * float(jnp.finfo(t.dtype).eps) * layers, 0.01)
     k = jnp.floor(s + allowance).astype(jnp.int32)
     return jnp.clip(k, 0, layers - 1)
 
@@ -182,6 +182,13 @@ def init_operator(
         )
     in_struct = operator.in_structure()
     out_struct = jax.eval_shape(operator.at_layer(0), in_struct)
+    if out_struct.ndim == 0:
+        raise ValueError(
+            f"{name}: one layer of the operator maps to a scalar, so its parameters "
+            "look unstacked. Stack one operator per layer with `eqx.filter_vmap`, e.g. "
+            "`eqx.filter_vmap(lambda k: Dense(dim, width, key=k))(jr.split(key, "
+            "layers))`."
+        )
     if square and out_struct.shape != in_struct.shape:
         raise ValueError(
             f"{name} needs a square operator (input and output of one shape), got "

@@ -3,11 +3,9 @@
 from collections.abc import Callable
 
 import diffrax as dfx
-import jax.numpy as jnp
-import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from .._reversible import reconstruct
+from .._reversible import reconstruct, relative_error
 from .._solve import setup
 from .._steps import raise_if_nonfinite, scan_steps
 
@@ -54,10 +52,4 @@ def reversibility_error(
     )
     y1, state1, bad = scan_steps(terms, solver, grid, y0, args)
     y1 = raise_if_nonfinite(y1, bad, grid)
-    rebuilt = reconstruct(solver, terms, grid, y1, state1, args)
-    err = jtu.tree_map(lambda a, b: jnp.max(jnp.abs(a - b)), rebuilt, y0)
-    size = jtu.tree_map(lambda a: jnp.max(jnp.abs(a)), y0)
-    tiny = jnp.finfo(jnp.result_type(*jtu.tree_leaves(y0))).tiny
-    return jnp.max(jnp.stack(jtu.tree_leaves(err))) / jnp.maximum(
-        jnp.max(jnp.stack(jtu.tree_leaves(size))), tiny
-    )
+    return relative_error(reconstruct(solver, terms, grid, y1, state1, args), y0)
