@@ -3,7 +3,8 @@
 Problem (Chang et al. 2018): a `Hamiltonian` field with streams of 32 and width 64,
 8 parameter layers, symplectic Euler, a batch of 256 by `jax.vmap`, float32, forward
 + gradient of a mean-square loss with respect to all parameters, at 100, 1 000 and
-10 000 steps. Modes: `"reversible"`, `"discretize"`, and `"checkpoint"` with a few
+10 000 steps. Modes: `"reversible"` (under an outer `jax.vmap`, and as one
+`solve(..., batched=True)` call), `"discretize"`, and `"checkpoint"` with a few
 checkpoint counts. (`"adjoint"` does not apply: diffrax's backsolve refuses the
 two-term symplectic solver.)
 
@@ -46,14 +47,18 @@ BATCH, DIM, WIDTH, LAYERS = 256, 32, 64, 8
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
-def modes(steps: int) -> list[tuple[str, int | None]]:
+def modes(steps: int) -> list[tuple[str, int | None, bool]]:
+    """(gradient, checkpoints, batched): `batched=True` solves the batch in one
+    `solve(..., batched=True)` call instead of an outer `jax.vmap`."""
     counts = sorted({max(2, round(steps**0.5)), max(2, steps // 10)})
-    return [("reversible", None), ("discretize", None)] + [
-        ("checkpoint", c) for c in counts
-    ]
+    return [
+        ("reversible", None, True),
+        ("reversible", None, False),
+        ("discretize", None, False),
+    ] + [("checkpoint", c, False) for c in counts]
 
 
-def make(steps: int, gradient: str, checkpoints: int | None):
+def make(steps: int, gradient: str, checkpoints: int | None, batched: bool):
     """The jitted forward + gradient, and its arguments."""
     fkey, ykey = jr.split(jr.PRNGKey(0))
     field = nde.fields.Hamiltonian(
@@ -62,7 +67,7 @@ def make(steps: int, gradient: str, checkpoints: int | None):
     y0 = jr.normal(ykey, (BATCH, DIM), jnp.float32)
 
     def loss(field, y0):
-        def one(y):
+        def run(y):
             return nde.solve(
                 field,
                 (y, jnp.zeros_like(y)),
@@ -70,27 +75,30 @@ def make(steps: int, gradient: str, checkpoints: int | None):
                 solver="symplectic_euler",
                 gradient=gradient,
                 checkpoints=checkpoints,
+                batched=batched,
             )
 
-        y1, z1 = jax.vmap(one)(y0)
+        y1, z1 = run(y0) if batched else jax.vmap(run)(y0)
         return jnp.mean(y1**2) + jnp.mean(z1**2)
 
     return eqx.filter_jit(eqx.filter_value_and_grad(loss)), (field, y0)
 
 
-def label(gradient: str, checkpoints: int | None) -> str:
-    return gradient if checkpoints is None else f"checkpoint({checkpoints})"
+def label(gradient: str, checkpoints: int | None, batched: bool) -> str:
+    name = gradient if checkpoints is None else f"checkpoint({checkpoints})"
+    return name + (", batched=True" if batched else "")
 
 
 def time_modes(steps: int, repeats: int) -> dict[str, dict]:
     """Compile every mode, then time them round-robin; medians in seconds."""
     fns, out = {}, {}
-    for gradient, c in modes(steps):
-        fn, args = make(steps, gradient, c)
+    for gradient, c, batched in modes(steps):
+        fn, args = make(steps, gradient, c, batched)
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        out[label(gradient, c)] = {"compile_and_first_s": time.perf_counter() - t}
-        fns[label(gradient, c)] = (fn, args)
+        name = label(gradient, c, batched)
+        out[name] = {"compile_and_first_s": time.perf_counter() - t}
+        fns[name] = (fn, args)
     samples = {k: [] for k in fns}
     for _ in range(repeats):
         for k, (fn, args) in fns.items():
@@ -102,9 +110,11 @@ def time_modes(steps: int, repeats: int) -> dict[str, dict]:
     return out
 
 
-def memory_worker(steps: int, gradient: str, checkpoints: int | None) -> dict:
+def memory_worker(
+    steps: int, gradient: str, checkpoints: int | None, batched: bool
+) -> dict:
     """Run in a fresh process: XLA's temp bytes and the peak RSS of one gradient."""
-    fn, args = make(steps, gradient, checkpoints)
+    fn, args = make(steps, gradient, checkpoints, batched)
     params, static = eqx.partition(args, eqx.is_array)
 
     def call(params):
@@ -133,10 +143,19 @@ def peak_rss_bytes() -> int:
 
 def memory_modes(steps: int) -> dict[str, dict]:
     out = {}
-    for gradient, c in modes(steps):
-        cmd = [sys.executable, __file__, "--worker", str(steps), gradient, str(c)]
+    for gradient, c, batched in modes(steps):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            str(steps),
+            gradient,
+            str(c),
+            str(batched),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[label(gradient, c)] = json.loads(done.stdout.strip().splitlines()[-1])
+        name = label(gradient, c, batched)
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -168,12 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        steps, gradient, c = args.worker
+        steps, gradient, c, batched = args.worker
         c = None if c == "None" else int(c)
-        print(json.dumps(memory_worker(int(steps), gradient, c)))
+        print(json.dumps(memory_worker(int(steps), gradient, c, batched == "True")))
         return
     results = {
         "problem": dict(

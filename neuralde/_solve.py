@@ -46,6 +46,7 @@ def solve(
     max_steps: int = 4096,
     regularizers: Sequence[AbstractPenalty] = (),
     key: PRNGKeyArray | None = None,
+    batched: bool = False,
 ) -> PyTree[Array] | tuple[PyTree[Array], Array]:
     """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax.
 
@@ -98,6 +99,13 @@ def solve(
         to depend on the other stream only.
     - `key`: PRNG key for stochastic penalties (Hutchinson's estimator): a fresh one
         per training step.
+    - `batched`: `y0` carries a leading batch axis, and the field (which acts on one
+        example) is vmapped inside the solve. The result equals
+        `jax.vmap(lambda y: solve(field, y, ...))(y0)`. It matters for the custom
+        VJPs (`"reversible"`, `"checkpoint"`, `"adjoint"`): under an outer
+        `jax.vmap`, JAX runs their backward pass per example, keeping one parameter
+        cotangent per example at every step; here the backward pass sees the batch
+        and sums as it goes. Not with `regularizers`.
 
     **Returns:** the state at `t1`, shaped like `y0`; with `ts`, the states at `ts`.
     With `regularizers`, the pair `(y1, penalties)`, where `penalties[i]` is the
@@ -106,6 +114,11 @@ def solve(
 
     A state that becomes non-finite raises an error that names the time reached.
     """
+    if regularizers and batched:
+        raise ValueError(
+            "`regularizers` integrate one penalty per example: use them with an outer "
+            "`jax.vmap` rather than `batched=True`."
+        )
     if regularizers:
         if is_two_stream(get_solver(solver)):
             raise ValueError(
@@ -132,6 +145,7 @@ def solve(
         args=args,
         rtol=rtol,
         atol=atol,
+        batched=batched,
     )
     if gradient == "reversible":
         return reversible_loop((y0, terms, args), solver_obj, grid)
@@ -171,6 +185,7 @@ def setup(
     args,
     rtol=None,
     atol=None,
+    batched=False,
 ):
     """Validate the arguments of a solve. Returns its terms, solver, `t0` and `t1` in
     the state's dtype, and the `StepGrid` of fixed steps (`None` for adaptive steps)."""
@@ -204,7 +219,15 @@ def setup(
     t1 = _as_time(t1, dtype)
     if ts is not None:
         _check_ts(ts, t0, t1)
-    check_field_output(field, t0, y0, args)
+    if batched:
+        check_field_output(field, t0, _first_example(y0), args)
+        terms = jtu.tree_map(
+            lambda term: dfx.ODETerm(_Vmapped(term.vector_field)),
+            terms,
+            is_leaf=lambda x: isinstance(x, dfx.ODETerm),
+        )
+    else:
+        check_field_output(field, t0, y0, args)
 
     steps = None if steps is None else _as_int(steps)
     grid = None if adaptive else step_grid(t0, t1, steps, dt0, dtype)
@@ -379,6 +402,28 @@ class _FiniteInput(eqx.Module):
         msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
         y = eqx.branched_error_if(y, ~all_finite(y), index, msgs)
         return self.vector_field(t, y, args)
+
+
+class _Vmapped(eqx.Module):
+    """A vector field of one example, applied to a batch."""
+
+    vector_field: Callable
+
+    def __call__(self, t, y, args):
+        return jax.vmap(self.vector_field, in_axes=(None, 0, None))(t, y, args)
+
+
+def _first_example(y0):
+    leaves = jtu.tree_leaves(y0)
+    if (
+        any(jnp.ndim(x) == 0 for x in leaves)
+        or len({jnp.shape(x)[0] for x in leaves}) != 1
+    ):
+        raise ValueError(
+            "`batched=True` needs every leaf of `y0` to carry the same leading batch "
+            f"axis; got shapes {[jnp.shape(x) for x in leaves]}."
+        )
+    return jtu.tree_map(lambda x: x[0], y0)
 
 
 def _as_time(t, dtype):
