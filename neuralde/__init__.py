@@ -11,6 +11,7 @@ from . import (
 from ._resnet import resnet as resnet
 from ._solve import solve as solve
 from ._solvers import Leapfrog as Leapfrog, Reversible as Reversible, RK4 as RK4
+from .study import study as study
 
 
 __version__ = importlib.metadata.version("neuralde")
