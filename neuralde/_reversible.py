@@ -21,15 +21,15 @@ from ._steps import raise_if_nonfinite, scan_steps
 
 def inverse_step(solver, terms, t0, t1, y1, state1, args):
     """Undo one step of a reversible solver: `(y0, state0)` from `(y1, state1)`."""
-    if isinstance(solver, dfx.SemiImplicitEuler):
-        # y1 = y0 + h f(t0, z0);  z1 = z0 + h g(t0, y1)
-        term_y, term_z = terms
-        y1_, z1 = y1
-        z0 = (z1**ω - term_z.vf_prod(t0, y1_, args, term_z.contr(t0, t1)) ** ω).ω
-        y0_ = (y1_**ω - term_y.vf_prod(t0, z0, args, term_y.contr(t0, t1)) ** ω).ω
-        return (y0_, z0), state1
-    if isinstance(solver, Leapfrog):
-        return solver.inverse_step(terms, t0, t1, y1, args), state1
+    if isinstance(solver, dfx.SemiImplicitEuler | Leapfrog):
+        y, z = y1
+        for index, t, ta, tb in two_stream_updates(solver, t0, t1):
+            term = terms[index]
+            if index == 1:  # z -= h g(t, y)
+                z = (z**ω - term.vf_prod(t, y, args, term.contr(ta, tb)) ** ω).ω
+            else:  # y -= h f(t, z)
+                y = (y**ω - term.vf_prod(t, z, args, term.contr(ta, tb)) ** ω).ω
+        return (y, z), state1
     if isinstance(solver, dfx.ReversibleHeun):
         # Kidger et al. (2021), with the state (yhat, f(t, yhat)) that diffrax keeps.
         yhat1, vf1 = state1
@@ -41,6 +41,18 @@ def inverse_step(solver, terms, t0, t1, y1, state1, args):
     if isinstance(solver, Reversible):
         return solver.inverse_step(terms, t0, t1, y1, state1, args)
     raise ValueError(f"{type(solver).__name__} is not a reversible solver.")
+
+
+def two_stream_updates(solver, t0, t1):
+    """The updates of one symplectic Euler or leapfrog step, last first, as
+    `(stream, time, control start, control end)`: stream 0 is `y += f(t, z) dt`,
+    stream 1 is `z += g(t, y) dt`. Undoing them in this order inverts the step."""
+    if isinstance(solver, dfx.SemiImplicitEuler):
+        # forward: y1 = y0 + h f(t0, z0); z1 = z0 + h g(t0, y1)
+        return [(1, t0, t0, t1), (0, t0, t0, t1)]
+    # forward: z' = z0 + h/2 g(t0, y0); y1 = y0 + h f(tm, z'); z1 = z' + h/2 g(t1, y1)
+    tm = t0 + 0.5 * (t1 - t0)
+    return [(1, t1, tm, t1), (0, tm, t0, t1), (1, t0, t0, tm)]
 
 
 def reconstruct(solver, terms, grid, y1, state1, args) -> PyTree[Array]:
@@ -192,16 +204,7 @@ def _step_back_two_stream(solver, params, static, t0, t1, y1, ct_y1):
             ct_z = (ct_z**ω + extra**ω).ω
         ct_params.append(ct_p)
 
-    if isinstance(solver, dfx.SemiImplicitEuler):
-        # forward: y1 = y0 + h f(t0, z0); z1 = z0 + h g(t0, y1)
-        undo(1, t0, t0, t1)
-        undo(0, t0, t0, t1)
-    else:
-        # forward: z' = z0 + h/2 g(t0, y0); y1 = y0 + h f(tm, z');
-        #          z1 = z' + h/2 g(t1, y1)
-        tm = t0 + 0.5 * (t1 - t0)
-        undo(1, t1, tm, t1)
-        undo(0, tm, t0, t1)
-        undo(1, t0, t0, tm)
+    for index, t, ta, tb in two_stream_updates(solver, t0, t1):
+        undo(index, t, ta, tb)
     total = jtu.tree_map(lambda *c: sum(c), *ct_params)
     return (y, z), (ct_y, ct_z), total

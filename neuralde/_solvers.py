@@ -71,16 +71,6 @@ class Leapfrog(dfx.AbstractSolver):
         dense_info = dict(y0=y0, y1=y1)
         return y1, None, dense_info, None, dfx.RESULTS.successful
 
-    def inverse_step(self, terms, t0, t1, y1, args):
-        """The exact inverse of `step`: the kicks and the drift undone in reverse."""
-        term_y, term_z = terms
-        y1_, z1 = y1
-        tm = t0 + 0.5 * (t1 - t0)
-        z_half = (z1**ω - term_z.vf_prod(t1, y1_, args, term_z.contr(tm, t1)) ** ω).ω
-        y0_ = (y1_**ω - term_y.vf_prod(tm, z_half, args, term_y.contr(t0, t1)) ** ω).ω
-        z0 = (z_half**ω - term_z.vf_prod(t0, y0_, args, term_z.contr(t0, tm)) ** ω).ω
-        return y0_, z0
-
     def func(self, terms, t0, y0, args):
         term_y, term_z = terms
         y0_, z0 = y0
