@@ -11,6 +11,8 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 
+from ._checks import positive_int
+
 
 class AbstractPenalty(eqx.Module):
     """A running cost $\\int_{t_0}^{t_1} r(t, y)\\, dt$ that `solve` integrates as an
@@ -73,8 +75,7 @@ class JacobianFrobenius(AbstractPenalty):
         - `samples`: the number of Hutchinson samples. Default 1, as in the paper:
             the noise averages out over a training run.
         """
-        if not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"`samples` must be a positive integer, got {samples!r}.")
+        samples = positive_int(samples, "samples")
         self.samples = samples
 
     def noise(self, key, y0):

@@ -4,6 +4,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from ._checks import positive_int
 from ._solve import check_field_output
 from ._steps import all_finite, raise_if_nonfinite, step_grid
 from .fields import AbstractField
@@ -38,8 +39,7 @@ def resnet(
     """
     t1 = field.t1 if t1 is None else t1
     layers = field.layers if layers is None else layers
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-        raise ValueError(f"`layers` must be an integer >= 1, got {layers!r}.")
+    layers = positive_int(layers, "layers")
     leaves = jtu.tree_leaves(y0)
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):

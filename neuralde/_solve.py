@@ -1,5 +1,4 @@
 import math
-import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -11,6 +10,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
+from ._checks import positive_int
 from ._penalties import AbstractPenalty, augment
 from ._reversible import reversible_loop
 from ._solvers import (
@@ -229,7 +229,7 @@ def setup(
     else:
         check_field_output(field, t0, y0, args)
 
-    steps = None if steps is None else _as_int(steps)
+    steps = None if steps is None else positive_int(steps, "steps")
     grid = None if adaptive else step_grid(t0, t1, steps, dt0, dtype)
     return terms, solver_obj, t0, t1, grid
 
@@ -474,8 +474,8 @@ def _check_steps(steps, dt0, adaptive, solver) -> None:
             f"The fixed-step solver {solver!r} needs `steps=` (the number of equal "
             "steps) or `dt0=` (the step size)."
         )
-    if steps is not None and (_as_int(steps) is None or _as_int(steps) < 1):
-        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    if steps is not None:
+        positive_int(steps, "steps")
     if dt0 is not None:
         if isinstance(dt0, jax.core.Tracer):
             if not adaptive:
@@ -485,16 +485,6 @@ def _check_steps(steps, dt0, adaptive, solver) -> None:
                 )
         elif not float(dt0) > 0:
             raise ValueError(f"`dt0` must be positive, got {dt0!r}.")
-
-
-def _as_int(n) -> int | None:
-    """`n` as a Python int if it is an integer (NumPy integers too), else `None`."""
-    if isinstance(n, bool):
-        return None
-    try:
-        return operator.index(n)
-    except TypeError:
-        return None
 
 
 def _check_ts(ts, t0, t1) -> None:
@@ -513,10 +503,8 @@ def _check_ts(ts, t0, t1) -> None:
 
 
 def _check_gradient(gradient, checkpoints) -> None:
-    if checkpoints is not None and (_as_int(checkpoints) is None or checkpoints < 1):
-        raise ValueError(
-            f"`checkpoints` must be a positive integer, got {checkpoints!r}."
-        )
+    if checkpoints is not None:
+        positive_int(checkpoints, "checkpoints")
     if isinstance(gradient, dfx.AbstractAdjoint):
         if checkpoints is not None:
             raise ValueError(

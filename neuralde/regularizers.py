@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from ._checks import positive_int
 from ._penalties import (
     AbstractPenalty as AbstractPenalty,
     JacobianFrobenius as JacobianFrobenius,
@@ -166,10 +167,7 @@ def time_smoothness(tree: PyTree, *, layers: int | None = None) -> Float[Array, 
                 "`layers=field.layers`), or apply it to the field alone."
             )
     else:
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-            raise ValueError(
-                f"time_smoothness: `layers` must be a positive integer, got {layers!r}."
-            )
+        layers = positive_int(layers, "layers")
         stacked = [x for x in stacked if x.shape[0] == layers]
     terms = [_squared_norm(jnp.diff(x, axis=0)) for x in stacked]
     return _total(terms, leaves)

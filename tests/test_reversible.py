@@ -374,11 +374,9 @@ def test_batched_solve_equals_vmap(getkey, name, gradient):
             lambda y: nde.solve(f, y, steps=10, solver=solver, gradient=gradient)
         )(y0)
 
-    loss = lambda run: (
-        lambda f: sum(  # noqa: E731
-            jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(run(f, y0))
-        )
-    )
+    def loss(run):
+        return lambda f: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(run(f, y0)))
+
     for a, b in zip(
         jax.tree.leaves(batched(field, y0)), jax.tree.leaves(vmapped(field, y0))
     ):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Int, PRNGKeyArray, PyTree, Shaped
 
+from .._checks import positive_int
 from ._operator import AbstractOperator, Dense
 
 
@@ -93,11 +94,7 @@ def layer_index(t: ArrayLike, layers: int, t1: float) -> Int[Array, ""]:
 
 
 def check_layers(layers: int, t1: float) -> None:
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
-        raise ValueError(
-            f"`layers` must be an integer >= 1 (1 means constant in time), got "
-            f"{layers!r}."
-        )
+    positive_int(layers, "layers")
     if not t1 > 0:
         raise ValueError(f"`t1` must be positive, got {t1!r}.")
 

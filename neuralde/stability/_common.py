@@ -16,11 +16,6 @@ from .._solvers import Reversible, take_step
 from .._steps import all_finite, raise_if_nonfinite, scan_steps, StepGrid
 
 
-def check_positive_int(value, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-
 def check_positive(value, name: str) -> None:
     """Trace-time check of a positive scalar; traced values pass."""
     if isinstance(value, jax.core.Tracer):

@@ -12,7 +12,8 @@ import jax.random as jr
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
-from ._common import check_positive, check_positive_int, FixedSteps, flat_state
+from .._checks import positive_int
+from ._common import check_positive, FixedSteps, flat_state
 from ._spectrum import arnoldi
 
 
@@ -93,7 +94,7 @@ def flow_sensitivity(
     Works under `jax.jit` (`iterations` and `steps` static: use `eqx.filter_jit`)
     and `jax.vmap` (over `y0` and `key`).
     """
-    check_positive_int(iterations, "iterations")
+    positive_int(iterations, "iterations")
     run = FixedSteps(
         field,
         y0,
@@ -183,8 +184,8 @@ def perturbation_growth(
     Works under `jax.jit` (`eqx.filter_jit`) and `jax.vmap`.
     """
     check_positive(eps, "eps")
-    check_positive_int(samples, "samples")
-    check_positive_int(iterations, "iterations")
+    positive_int(samples, "samples")
+    positive_int(iterations, "iterations")
     run = FixedSteps(
         field,
         y0,

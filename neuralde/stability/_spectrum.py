@@ -11,8 +11,9 @@ import jax.random as jr
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Complex, Float, PRNGKeyArray, PyTree
 
+from .._checks import positive_int
 from .._solve import check_field_output, solve
-from ._common import check_positive_int, flat_state
+from ._common import flat_state
 
 
 METHODS = ("dense", "arnoldi")
@@ -103,7 +104,7 @@ def _check_method(method, krylov, key) -> None:
         raise ValueError(
             f"Unknown method {method!r}. Use one of {', '.join(map(repr, METHODS))}."
         )
-    check_positive_int(krylov, "krylov")
+    positive_int(krylov, "krylov")
     if method == "arnoldi" and key is None:
         raise ValueError(
             '`method="arnoldi"` starts from a random vector: pass a PRNG `key=`.'
