@@ -107,8 +107,8 @@ def test_hyperbolic_and_parabolic_closed_forms(getkey):
 
 def test_custom_operator_and_activation(getkey):
     # Any stacked AbstractOperator can stand in for K.
-    K = eqx.filter_vmap(lambda k: nde.fields.Dense(3, 7, key=k))(
-        jax.random.split(getkey(), 2)
+    K = nde.fields.stack(
+        lambda k: nde.fields.Dense(3, 7, key=k), layers=2, key=getkey()
     )
     f = nde.fields.Parabolic(operator=K, layers=2, activation=jax.nn.relu)
     y = jax.random.normal(getkey(), (3,))
@@ -142,8 +142,8 @@ def test_bad_state_shapes(getkey):
     with pytest.raises(ValueError, match="operator"):
         nde.fields.MLP(3, layers=2, operator=nde.fields.Dense(3, 3, key=getkey()))
     with pytest.raises(ValueError, match="square"):
-        K = eqx.filter_vmap(lambda k: nde.fields.Dense(3, 4, key=k))(
-            jax.random.split(getkey(), 1)
+        K = nde.fields.stack(
+            lambda k: nde.fields.Dense(3, 4, key=k), layers=1, key=getkey()
         )
         nde.fields.MLP(operator=K)
     with pytest.raises(ValueError, match="gamma"):
@@ -158,5 +158,5 @@ def test_layer_index_half_precision(dtype, layers):
 
 
 def test_unstacked_operator_is_rejected(getkey):
-    with pytest.raises(ValueError, match="unstacked.*filter_vmap"):
+    with pytest.raises(ValueError, match="unstacked.*fields.stack"):
         nde.fields.Hamiltonian(operator=nde.fields.Dense(4, 8, key=getkey()), layers=8)

@@ -8,5 +8,9 @@ from ._base import (
 from ._hamiltonian import Hamiltonian as Hamiltonian
 from ._hyperbolic import Hyperbolic as Hyperbolic
 from ._mlp import MLP as MLP
-from ._operator import AbstractOperator as AbstractOperator, Dense as Dense
+from ._operator import (
+    AbstractOperator as AbstractOperator,
+    Dense as Dense,
+    stack as stack,
+)
 from ._parabolic import Parabolic as Parabolic

@@ -4,11 +4,10 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, ArrayLike, Int, PRNGKeyArray, PyTree, Shaped
 
 from .._checks import positive_int
-from ._operator import AbstractOperator, Dense
+from ._operator import AbstractOperator, Dense, stack
 
 
 Activation = Callable[[Array], Array]
@@ -166,7 +165,7 @@ def init_operator(
             raise TypeError(f"{name} needs a PRNG `key=` to initialise its operator.")
         out_size = in_size if square else out_size
         make = lambda k: Dense(in_size, out_size, dtype=dtype, key=k)  # noqa: E731
-        operator = eqx.filter_vmap(make)(jr.split(key, layers))
+        operator = stack(make, layers=layers, key=key)
     elif not isinstance(operator, AbstractOperator):
         raise TypeError(
             f"{name}: `operator` must be a `neuralde.fields.AbstractOperator`, got "
@@ -182,9 +181,9 @@ def init_operator(
     if out_struct.ndim == 0:
         raise ValueError(
             f"{name}: one layer of the operator maps to a scalar, so its parameters "
-            "look unstacked. Stack one operator per layer with `eqx.filter_vmap`, e.g. "
-            "`eqx.filter_vmap(lambda k: Dense(dim, width, key=k))(jr.split(key, "
-            "layers))`."
+            "look unstacked. Stack one operator per layer with "
+            "`neuralde.fields.stack`, e.g. `stack(lambda k: Dense(dim, width, key=k), "
+            "layers=layers, key=key)`."
         )
     if square and out_struct.shape != in_struct.shape:
         raise ValueError(
@@ -195,5 +194,6 @@ def init_operator(
         raise ValueError(
             f"{name}: the operator acts on shape {in_struct.shape}, not ({in_size},)."
         )
-    bias = jnp.zeros((layers, *out_struct.shape), out_struct.dtype)
+    bias_shape = operator.at_layer(0).bias_shape()
+    bias = jnp.zeros((layers, *bias_shape), out_struct.dtype)
     return operator, bias

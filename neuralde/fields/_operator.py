@@ -1,11 +1,14 @@
 import abc
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .._checks import positive_int
 
 
 class AbstractOperator(eqx.Module):
@@ -37,6 +40,15 @@ class AbstractOperator(eqx.Module):
         """Shape and dtype of $K x$ for one example."""
         return jax.eval_shape(self.__call__, self.in_structure())
 
+    def bias_shape(self) -> tuple[int, ...]:
+        """Shape of the bias $b$ that a field adds to $K x$.
+
+        By default one entry per entry of $K x$. Operators with a symmetry override
+        it, so that the bias keeps the symmetry: one entry per channel for a
+        convolution (translation), one per feature for a graph (node permutation).
+        """
+        return self.out_structure().shape
+
     def at_layer(self, k: Int[Array, ""] | int) -> "AbstractOperator":
         """The operator with the parameters of layer `k`."""
         return jax.tree.map(lambda x: x[k] if eqx.is_inexact_array(x) else x, self)
@@ -55,6 +67,37 @@ class AbstractOperator(eqx.Module):
                 f"{sorted(sizes, key=str)}."
             )
         return sizes.pop()
+
+
+def stack(
+    make: Callable[[PRNGKeyArray], AbstractOperator],
+    *,
+    layers: int,
+    key: PRNGKeyArray,
+) -> AbstractOperator:
+    """One operator per layer, stacked on the leading layer axis that fields expect.
+
+    **Arguments:**
+
+    - `make`: `key -> operator`, building one layer's operator.
+    - `layers`: how many layers. (Keyword only.)
+    - `key`: PRNG key, split into one key per layer. (Keyword only.)
+
+    **Returns:** the operator whose floating-point leaves carry a leading axis of
+    length `layers`. Integer leaves, such as a graph's edge list, are built once and
+    shared by all layers.
+
+    !!! Example
+
+        ```python
+        make = lambda k: nde.fields.Dense(4, 8, key=k)
+        K = nde.fields.stack(make, layers=10, key=key)
+        field = nde.fields.Parabolic(operator=K, layers=10)
+        ```
+    """
+    positive_int(layers, "layers")
+    per_layer = lambda x: 0 if eqx.is_inexact_array(x) else None  # noqa: E731
+    return eqx.filter_vmap(make, out_axes=per_layer)(jr.split(key, layers))
 
 
 class Dense(AbstractOperator):
