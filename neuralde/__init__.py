@@ -5,6 +5,7 @@ import importlib.metadata
 from . import (
     fields as fields,
     losses as losses,
+    nn as nn,
     regularizers as regularizers,
     stability as stability,
 )
