@@ -190,7 +190,7 @@ def setup(
     """Validate the arguments of a solve. Returns its terms, solver, `t0` and `t1` in
     the state's dtype, and the `StepGrid` of fixed steps (`None` for adaptive steps)."""
     solver_obj = get_solver(solver)
-    _check_gradient(gradient, checkpoints)
+    check_gradient(gradient, checkpoints)
     t1 = _default_t1(field, t1)
     _check_interval(t0, t1)
     dtype = _state_dtype(y0)
@@ -502,7 +502,7 @@ def _check_ts(ts, t0, t1) -> None:
         )
 
 
-def _check_gradient(gradient, checkpoints) -> None:
+def check_gradient(gradient, checkpoints) -> None:
     if checkpoints is not None:
         positive_int(checkpoints, "checkpoints")
     if isinstance(gradient, dfx.AbstractAdjoint):

@@ -1,0 +1,234 @@
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._graph import Graph, segment_softmax
+from ._base import AbstractField, Activation, check_layers, check_shape
+from ._operator import AbstractOperator
+
+
+def _check_graph(name: str, graph) -> None:
+    if not isinstance(graph, Graph):
+        raise TypeError(
+            f"{name} needs a `neuralde.nn.Graph`, got {type(graph).__name__}; build "
+            "one with `Graph.from_dense(adjacency)` or `Graph.from_networkx(g)`."
+        )
+
+
+class GraphGradient(AbstractOperator):
+    """The graph gradient with learned feature mixing, $K X = G X W^\\top$: for each
+    edge $v \\to u$ the difference $\\sqrt{w}\\,(x_u - x_v)W^\\top$ of the mixed
+    node features. Its transpose $K^\\top$ is the graph divergence $G^\\top Y W$.
+
+    In the stable fields this gives graph PDEs (Eliasof, Haber & Treister 2021):
+    `Parabolic` is a nonlinear graph diffusion $-G^\\top\\sigma(G X W^\\top + b)W$,
+    `Hamiltonian` and `Hyperbolic` are graph wave equations. With $W = I$ and
+    $\\sigma$ the identity, $-K^\\top K = -2L$: the heat equation on the graph.
+
+    The node features of one example are `(num_nodes, in_features)`, and $K X$ is
+    `(num_edges, out_features)`. The graph's edge list is shared by all layers; the
+    field's bias is one per output feature, so the field is permutation equivariant.
+    """
+
+    weight: Float[Array, "*layers out_features in_features"]
+    graph: Graph
+
+    def __init__(
+        self,
+        graph: Graph,
+        in_features: int,
+        out_features: int,
+        *,
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `graph`: the `neuralde.nn.Graph` the features live on.
+        - `in_features`, `out_features`: feature sizes per node and per edge.
+        - `dtype`: floating dtype of $W$. `key`: PRNG key. (Keyword only.)
+
+        $W$ is LeCun-normal, as for [`neuralde.fields.Dense`][].
+        """
+        _check_graph("GraphGradient", graph)
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        std = 1.0 / math.sqrt(in_features)
+        self.weight = std * jr.normal(key, (out_features, in_features), dtype)
+        self.graph = graph
+
+    def __call__(self, x):
+        return self.graph.gradient(x @ self.weight.T)
+
+    def in_structure(self):
+        shape = (self.graph.num_nodes, self.weight.shape[-1])
+        return jax.ShapeDtypeStruct(shape, self.weight.dtype)
+
+    def bias_shape(self):
+        return self.weight.shape[-2:-1]
+
+
+class GRAND(AbstractField):
+    """Graph neural diffusion (Chamberlain et al. 2021),
+    $\\dot X = (A(X) - I) X$, with the attention-weighted adjacency
+
+    $A(X)_{uv} = \\operatorname{softmax}_{v \\to u}
+    \\big((W_K x_u)^\\top W_Q x_v / d_k\\big)$
+
+    over the in-neighbours of $u$. Each row of $A$ sums to one, so $\\dot x_u$ is a
+    weighted average of the differences $x_v - x_u$: a diffusion, which obeys the
+    maximum principle (no feature leaves the range of its initial values). Nodes
+    without in-neighbours do not move. $W_K, W_Q$ are piecewise constant in time
+    over `layers`; the state is the node features `(num_nodes, features)`.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{chamberlain2021grand,
+            title={GRAND: Graph Neural Diffusion},
+            author={Chamberlain, Ben and Rowbottom, James and Gorinova, Maria I. and
+                    Bronstein, Michael and Webb, Stefan and Rossi, Emanuele},
+            booktitle={International Conference on Machine Learning},
+            pages={1407--1418}, year={2021}
+        }
+        ```
+    """
+
+    graph: Graph
+    key_weight: Float[Array, "layers key_size features"]
+    query_weight: Float[Array, "layers key_size features"]
+    layers: int = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        graph: Graph,
+        features: int,
+        *,
+        key_size: int | None = None,
+        layers: int = 1,
+        t1: float = 1.0,
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `graph`: the `neuralde.nn.Graph` the features diffuse on.
+        - `features`: feature size per node.
+        - `key_size`: $d_k$, rows of $W_K$ and $W_Q$ (default `features`).
+        - `layers`, `t1`, `dtype`, `key`: as for [`neuralde.fields.MLP`][].
+        """
+        _check_graph("GRAND", graph)
+        check_layers(layers, t1)
+        key_size = features if key_size is None else key_size
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        kkey, qkey = jr.split(key)
+        shape = (layers, key_size, features)
+        std = 1.0 / math.sqrt(features)
+        self.key_weight = std * jr.normal(kkey, shape, dtype)
+        self.query_weight = std * jr.normal(qkey, shape, dtype)
+        self.graph = graph
+        self.layers = layers
+        self.t1 = t1
+
+    def attention(self, t, x: Float[Array, "nodes features"]) -> Array:
+        """The weights $A(X)_{uv}$ of the layer of time `t`, one per edge."""
+        k = self.layer(t)
+        keys = x @ self.key_weight[k].T
+        queries = x @ self.query_weight[k].T
+        g = self.graph
+        logits = jnp.sum(keys[g.receivers] * queries[g.senders], axis=-1)
+        logits = logits / self.key_weight.shape[1]
+        return segment_softmax(logits, g.receivers, g.num_nodes)
+
+    def __call__(self, t, y, args):
+        check_shape("GRAND", y, (self.graph.num_nodes, self.key_weight.shape[-1]))
+        g = self.graph
+        a = self.attention(t, y)
+        return g.aggregate(a[:, None] * (y[g.senders] - y[g.receivers]))
+
+
+class GraphCON(AbstractField):
+    """Graph-coupled oscillators (Rusch et al. 2022),
+    $\\ddot X = \\sigma(\\hat A X W + b) - \\gamma X - \\alpha \\dot X$,
+
+    with $\\hat A$ the GCN propagation of the graph. It is integrated as the
+    first-order system $\\dot X = Y$, $\\dot Y = \\sigma(\\hat A X W + b) - \\gamma X
+    - \\alpha Y$ on the state `(X, Y)`, two arrays of shape `(num_nodes, features)`.
+    The oscillator structure keeps the node features from collapsing to one value
+    (no oversmoothing). $W, b$ are piecewise constant in time over `layers`.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{rusch2022graph,
+            title={Graph-Coupled Oscillator Networks},
+            author={Rusch, T. Konstantin and Chamberlain, Ben and Rowbottom, James and
+                    Mishra, Siddhartha and Bronstein, Michael},
+            booktitle={International Conference on Machine Learning},
+            pages={18888--18909}, year={2022}
+        }
+        ```
+    """
+
+    graph: Graph
+    weight: Float[Array, "layers features features"]
+    bias: Float[Array, "layers features"]
+    gamma: float = eqx.field(static=True)
+    alpha: float = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
+    layers: int = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
+
+    def __init__(
+        self,
+        graph: Graph,
+        features: int,
+        *,
+        gamma: float = 1.0,
+        alpha: float = 1.0,
+        layers: int = 1,
+        t1: float = 1.0,
+        activation: Activation = jnp.tanh,
+        dtype=None,
+        key: PRNGKeyArray,
+    ):
+        """**Arguments:**
+
+        - `graph`: the `neuralde.nn.Graph` of the oscillators.
+        - `features`: feature size per node.
+        - `gamma`: stiffness $\\gamma \\ge 0$; `alpha`: damping $\\alpha \\ge 0$.
+        - `layers`, `t1`, `activation`, `dtype`, `key`: as for
+            [`neuralde.fields.MLP`][].
+        """
+        _check_graph("GraphCON", graph)
+        check_layers(layers, t1)
+        if not (gamma >= 0 and alpha >= 0):
+            raise ValueError(
+                f"GraphCON needs gamma >= 0 and alpha >= 0, got {gamma}, {alpha}."
+            )
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        std = 1.0 / math.sqrt(features)
+        self.weight = std * jr.normal(key, (layers, features, features), dtype)
+        self.bias = jnp.zeros((layers, features), dtype)
+        self.graph = graph
+        self.gamma = gamma
+        self.alpha = alpha
+        self.activation = activation
+        self.layers = layers
+        self.t1 = t1
+
+    def __call__(self, t, y, args):
+        if not (isinstance(y, tuple) and len(y) == 2):
+            raise TypeError(
+                "GraphCON's state is a tuple `(X, Y)` of node features and their "
+                "rates; pass e.g. `(x0, jnp.zeros_like(x0))`."
+            )
+        x, v = y
+        shape = (self.graph.num_nodes, self.weight.shape[-1])
+        check_shape("GraphCON (X)", x, shape)
+        check_shape("GraphCON (Y)", v, shape)
+        k = self.layer(t)
+        force = self.activation(self.graph.gcn(x @ self.weight[k]) + self.bias[k])
+        return v, force - self.gamma * x - self.alpha * v
