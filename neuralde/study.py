@@ -12,10 +12,11 @@ import jax.random as jr
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._io import jsonable, write_json
 from ._study._experiments import do_vs_od, example_2d
 from ._study._models import architecture_name, ARCHITECTURES, Classifier
 from ._study._problems import make_problem, problem_name
-from ._study._report import jsonable, prepare_output, write_json, write_report
+from ._study._report import prepare_output, write_report
 from ._study._train import measure, train
 
 
