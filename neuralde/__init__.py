@@ -3,11 +3,13 @@
 import importlib.metadata
 
 from . import (
+    data as data,
     fields as fields,
     losses as losses,
     nn as nn,
     regularizers as regularizers,
     stability as stability,
+    train as train,
 )
 from ._resnet import resnet as resnet
 from ._solve import solve as solve

@@ -1,0 +1,305 @@
+"""`fit`: train an Equinox model with optax, in one jitted step, on one device or
+many."""
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
+
+from . import _checkpoint
+from ._checks import positive_int
+
+
+Metric = Callable[..., Array]
+
+
+def fit(
+    model: eqx.Module,
+    loss_fn: Metric,
+    data,
+    optimizer: optax.GradientTransformation,
+    *,
+    key: PRNGKeyArray,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 128,
+    eval_data=None,
+    eval_every: int | None = None,
+    metrics: dict[str, Metric] | None = None,
+    patience: int | None = None,
+    monitor: str = "loss",
+    maximize: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+) -> tuple[eqx.Module, dict[str, list]]:
+    """Train `model` to minimise `loss_fn` with an optax optimiser.
+
+    Each step draws a mini-batch, computes the loss and its gradient, and applies
+    the optimiser update, all in one compiled function (traced once per call of
+    `fit`: `history["traces"]` counts it). Gradient clipping and learning-rate
+    schedules are optax's: pass e.g.
+    `optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))`.
+
+    **Arguments:**
+
+    - `model`: an Equinox module; its floating-point arrays are trained.
+    - `loss_fn`: `loss_fn(model, x, y)` for `data = (x, y)` (in general
+        `loss_fn(model, *batch)` for a tuple of arrays, `loss_fn(model, batch)` for
+        any other PyTree), returning the mean loss over the batch as a scalar.
+        Layers act on one example, so batch inside it with `jax.vmap`.
+    - `data`: the training set, a tuple (or PyTree) of arrays sharing their
+        leading axis of examples, or a `neuralde.data.Dataset`, whose `train` pair
+        is used, and whose `test` pair is the default `eval_data`.
+    - `optimizer`: an `optax.GradientTransformation`.
+    - `key`: PRNG key of the mini-batch order. (Keyword only, as are the rest.)
+    - `steps` or `epochs`: how long to train (exactly one of them). An epoch is
+        `len(data) // batch_size` steps: each epoch is a fresh permutation of the
+        examples, drawn from `jax.random.fold_in(key, epoch)`, and the incomplete
+        last batch is dropped so that every step has the same shape.
+    - `batch_size`: examples per step.
+    - `eval_data`: data to evaluate on, like `data`.
+    - `eval_every`: evaluate (and record the history) every this many steps;
+        default once per epoch, and always after the last step.
+    - `metrics`: `{name: fn}` with `fn` like `loss_fn`, a mean over a batch, e.g.
+        `{"accuracy": lambda m, x, y: jnp.mean(jax.vmap(m)(x).argmax(-1) == y)}`.
+        The loss is always included, as `"loss"`.
+    - `patience`: stop early after this many evaluations without improving the
+        monitored metric; the returned model is then the best one evaluated.
+    - `monitor`, `maximize`: the eval metric that early stopping follows, and
+        whether larger is better.
+    - `checkpoint`: a file to save to, atomically, every `checkpoint_every` steps
+        (default: at every evaluation) and at the end: model, optimiser state, step,
+        PRNG key and history.
+    - `resume`: a checkpoint file to continue from. The continued run takes exactly
+        the steps that the uninterrupted run would have taken, and on CPU ends with
+        bit-identical parameters.
+    - `devices`: data parallelism. The batch is split over these devices (a
+        `jax.sharding.Mesh` with one axis, `"batch"`), parameters and optimiser
+        state are replicated, and the same jitted step runs. `batch_size` must be
+        a multiple of the number of devices. For many hosts, call
+        `jax.distributed.initialize()` first and pass `jax.devices()`.
+    - `progress`: show a tqdm progress bar with the loss and throughput.
+
+    **Returns:** `(model, history)`. `history` maps `"step"`, `"train_loss"` (mean
+    since the previous record), `"eval_<metric>"` and `"time_s"` to lists, one entry
+    per evaluation, and `"traces"` to the number of times the step was traced.
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"`optimizer` must be an optax.GradientTransformation (e.g. "
+            f"`optax.adam(1e-3)`), got {type(optimizer).__name__}."
+        )
+    if hasattr(data, "train") and hasattr(data, "test"):
+        if eval_data is None:
+            eval_data = data.test
+        data = data.train
+    n = _num_examples(data, "data")
+    positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(
+            f"`batch_size={batch_size}` is larger than the {n} training examples."
+        )
+    per_epoch = n // batch_size
+    total = _total_steps(steps, epochs, per_epoch)
+    eval_every = (
+        per_epoch if eval_every is None else positive_int(eval_every, "eval_every")
+    )
+    if checkpoint_every is not None:
+        positive_int(checkpoint_every, "checkpoint_every")
+    if patience is not None:
+        positive_int(patience, "patience")
+        if eval_data is None:
+            raise ValueError("Early stopping (`patience=`) needs `eval_data`.")
+    metrics = {"loss": loss_fn, **(metrics or {})}
+    if eval_data is not None:
+        _num_examples(eval_data, "eval_data")
+        if monitor not in metrics:
+            raise ValueError(
+                f"`monitor={monitor!r}` is not one of the metrics {sorted(metrics)}."
+            )
+
+    place, constrain = _parallel(devices, batch_size)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    data = place(jax.tree.map(jnp.asarray, data))
+    eval_data = (
+        None if eval_data is None else place(jax.tree.map(jnp.asarray, eval_data))
+    )
+    traces = []
+
+    def call(fn, params, batch):
+        m = eqx.combine(params, static)
+        return fn(m, *batch) if isinstance(batch, tuple) else fn(m, batch)
+
+    @jax.jit
+    def train_step(params, opt_state, data, order, i):
+        traces.append(None)
+        idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+        batch = constrain(jax.tree.map(lambda a: a[idx], data))
+        loss, grads = jax.value_and_grad(lambda p: call(loss_fn, p, batch))(params)
+        loss = eqx.error_if(
+            loss,
+            ~jnp.isfinite(loss),
+            "The training loss is not finite. Lower the learning rate, clip the "
+            "gradients (optax.clip_by_global_norm), or check the data.",
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    @jax.jit
+    def evaluate(params, batch):
+        return {name: call(fn, params, batch) for name, fn in metrics.items()}
+
+    # Typed keys are stored as their raw data, which serialises like any array.
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = jr.key_impl(key) if typed else None
+
+    @jax.jit
+    def permutation(key_data, epoch):
+        k = jr.wrap_key_data(key_data, impl=impl) if typed else key_data
+        return jr.permutation(jr.fold_in(k, epoch), n)
+
+    # Everything a resumed run needs to take the same steps as an uninterrupted one.
+    state = {
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "key": jr.key_data(key) if typed else key,
+        "best": params,
+        "loss_sum": jnp.zeros((), jnp.result_type(float)),
+    }
+    meta = {"step": 0, "since": 0, "best_value": None, "bad": 0, "stopped": False}
+    history = {"step": [], "train_loss": [], "time_s": []}
+    history.update({f"eval_{name}": [] for name in metrics if eval_data is not None})
+    config = {"batch_size": batch_size, "num_examples": n, "total_steps": total}
+    if resume is not None:
+        state, saved = _checkpoint.load(resume, state)
+        for name, value in config.items():
+            if name != "total_steps" and saved["config"][name] != value:
+                raise ValueError(
+                    f"The checkpoint {str(resume)!r} was written with {name}="
+                    f"{saved['config'][name]}, but this run has {name}={value}; "
+                    "resume with the same data and batch size."
+                )
+        meta, history = saved["meta"], saved["history"]
+    state = place(state)
+
+    def save():
+        if checkpoint is not None:
+            meta_out = {"config": config, "meta": meta, "history": history}
+            _checkpoint.save(checkpoint, state, meta_out)
+
+    start = time.perf_counter() - (history["time_s"][-1] if history["time_s"] else 0)
+    bar = tqdm(total=total, initial=meta["step"], disable=not progress, unit="step")
+    order, order_epoch = None, None
+    window = (time.perf_counter(), meta["step"])
+    while meta["step"] < total and not meta["stopped"]:
+        step = meta["step"]
+        epoch, i = divmod(step, per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = permutation(state["key"], epoch), epoch
+        state["params"], state["opt_state"], loss = train_step(
+            state["params"], state["opt_state"], data, order, i
+        )
+        state["loss_sum"] = state["loss_sum"] + loss
+        meta["step"], meta["since"] = step + 1, meta["since"] + 1
+        bar.update()
+        last = meta["step"] == total
+        if meta["step"] % eval_every == 0 or last:
+            _record(history, meta, state, start)
+            if eval_data is not None:
+                values = evaluate(state["params"], eval_data)
+                for name, value in values.items():
+                    history[f"eval_{name}"].append(float(value))
+                _early_stopping(meta, state, float(values[monitor]), maximize, patience)
+            now = time.perf_counter()
+            rate = (meta["step"] - window[1]) * batch_size / (now - window[0])
+            window = (now, meta["step"])
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", ex_s=f"{rate:.0f}")
+            if checkpoint_every is None:
+                save()
+        if checkpoint_every is not None and meta["step"] % checkpoint_every == 0:
+            save()
+    bar.close()
+    save()
+    history["traces"] = len(traces)
+    params = state["best"] if patience is not None else state["params"]
+    return eqx.combine(params, static), history
+
+
+def _record(history, meta, state, start):
+    history["step"].append(meta["step"])
+    history["train_loss"].append(float(state["loss_sum"]) / meta["since"])
+    history["time_s"].append(time.perf_counter() - start)
+    state["loss_sum"] = jnp.zeros_like(state["loss_sum"])
+    meta["since"] = 0
+
+
+def _early_stopping(meta, state, value, maximize, patience):
+    best = meta["best_value"]
+    if best is None or (value > best if maximize else value < best):
+        meta["best_value"], meta["bad"] = value, 0
+        state["best"] = state["params"]
+    else:
+        meta["bad"] += 1
+        meta["stopped"] = patience is not None and meta["bad"] >= patience
+
+
+def _num_examples(data: PyTree, name: str) -> int:
+    leaves = jax.tree.leaves(data)
+    if not leaves:
+        raise ValueError(f"`{name}` has no arrays.")
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"Every array of `{name}` must have the same leading axis of examples; "
+            f"got leading sizes {sorted(sizes, key=str)}."
+        )
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError(f"`{name}` is empty.")
+    return n
+
+
+def _total_steps(steps, epochs, per_epoch) -> int:
+    if (steps is None) == (epochs is None):
+        raise ValueError("Pass exactly one of `steps` and `epochs`.")
+    if steps is not None:
+        return positive_int(steps, "steps")
+    return positive_int(epochs, "epochs") * per_epoch
+
+
+def _parallel(devices, batch_size):
+    """`(place, constrain)`: put arrays on the devices (replicated), and shard a
+    batch's leading axis over them inside the step. Identity for one device."""
+    if devices is None:
+        return (lambda tree: tree), (lambda batch: batch)
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("`devices` must be a non-empty list of `jax.Device`s.")
+    if batch_size % len(devices):
+        raise ValueError(
+            f"`batch_size={batch_size}` must be a multiple of the number of devices, "
+            f"{len(devices)}, to split the batch evenly."
+        )
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("batch"))
+
+    def place(tree):
+        return jax.device_put(tree, replicated)
+
+    def constrain(batch):
+        return jax.lax.with_sharding_constraint(batch, sharded)
+
+    return place, constrain
