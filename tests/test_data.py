@@ -245,7 +245,8 @@ def test_damped_oscillator_matches_matrix_exponential(zeta):
     series = nde.data.damped_oscillator(omega=1.5, zeta=zeta, **SMALL)
     y = _trajectories(series)
     a = np.array([[0.0, 1.0], [-(1.5**2), -2 * zeta * 1.5]])
-    exact = np.stack([y[:, 0] @ scipy.linalg.expm(a * t).T for t in series.ts], 1)
+    flows = scipy.linalg.expm(a * series.ts[:, None, None])  # (num_times, 2, 2)
+    exact = np.einsum("tij,nj->nti", flows, y[:, 0])
     np.testing.assert_allclose(y, exact, rtol=0, atol=TOL)
 
 
@@ -420,6 +421,8 @@ def test_karate_club():
     assert custom.train_mask.sum() == 3
     with pytest.raises(ValueError, match=r"array \(34, num_features\).*\(33, 2\)"):
         nde.data.karate_club(features=features[:33])
+    with pytest.raises(TypeError, match="`features` must be numeric"):
+        nde.data.karate_club(features=np.full((34, 1), "a"))
     with pytest.raises(ValueError, match='"identity" or an array'):
         nde.data.karate_club(features="degree")
     with pytest.raises(ValueError, match="non-finite value.*row 3, column 1"):
@@ -434,6 +437,9 @@ def test_karate_club():
 def test_missing_extra_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "networkx", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", None)
+    with pytest.raises(ImportError, match="standard library's `pydoc_data`"):
+        nde.data.text_corpus()
     with pytest.raises(ImportError, match=r"pip install 'neuralde\[data\]'"):
         nde.data.karate_club()
     with pytest.raises(ImportError, match=r"digits .* scikit-learn"):
@@ -480,6 +486,8 @@ def test_text_corpus():
         corpus.decode([1.0])
     with pytest.raises(ValueError, match="test part has 4910 tokens, too few"):
         corpus.sequences(10_000)
+    with pytest.raises(ValueError, match="`length` must be a positive integer"):
+        corpus.sequences(0)
     with pytest.raises(ValueError, match="`stride` must be a positive integer"):
         corpus.sequences(10, stride=0)
     with pytest.raises(ValueError, match=r"`test_fraction` must be in \[0, 1\)"):
@@ -582,6 +590,20 @@ def test_from_arrays_split():
             dict(test_fraction=0.2),
             ValueError,
             "leaves the test set empty",
+        ),
+        (
+            np.ones((1, 2)),
+            np.ones(1, int),
+            dict(test_fraction=0.6),
+            ValueError,
+            "leaves the training set empty",
+        ),
+        (
+            np.ones((3, 2)),
+            np.array(1),
+            {},
+            ValueError,
+            "got 3 and a scalar",
         ),
         (
             np.ones((3, 2)),
