@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from . import _checkpoint
 from ._checks import positive_int
+from .data import Dataset
 
 
 Metric = Callable[..., Array]
@@ -101,7 +102,7 @@ def fit(
             f"`optimizer` must be an optax.GradientTransformation (e.g. "
             f"`optax.adam(1e-3)`), got {type(optimizer).__name__}."
         )
-    if hasattr(data, "train") and hasattr(data, "test"):
+    if isinstance(data, Dataset):
         if eval_data is None:
             eval_data = data.test
         data = data.train

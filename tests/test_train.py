@@ -257,3 +257,26 @@ def test_bad_input(getkey, tmp_path):
     nan = x.at[3, 1].set(jnp.nan)
     with pytest.raises(Exception, match="not finite"):
         fit((nan, y), batch_size=64)
+
+
+def test_fit_takes_a_dataset(getkey):
+    # A `neuralde.data.Dataset` trains on its training pair and evaluates on its
+    # test pair; the logistic regression of the two moons beats chance clearly.
+    data = nde.data.moons(n_train=256, n_test=128, seed=0, dtype=np.float64)
+    model = eqx.nn.Linear(2, 2, key=getkey())
+
+    def loss(m, x, y):
+        return jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(jax.vmap(m)(x), y)
+        )
+
+    def accuracy(m, x, y):
+        return jnp.mean(jax.vmap(m)(x).argmax(-1) == y)
+
+    _, history = nde.train.fit(
+        model, loss, data, optax.adam(0.05), key=getkey(), epochs=20, batch_size=32,
+        metrics={"accuracy": accuracy}, progress=False,
+    )  # fmt: skip
+    assert history["eval_accuracy"][-1] > 0.8
+    assert history["eval_loss"][-1] < history["eval_loss"][0]
+    assert len(history["eval_loss"]) == 20
