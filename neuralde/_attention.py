@@ -1,0 +1,149 @@
+"""Attention as plain functions, shared by the layers (`neuralde.nn`) and the
+attention field (`neuralde.fields.Attention`). Imports nothing from the package
+but its argument checks, so both may import it.
+"""
+
+import math
+
+import jax.numpy as jnp
+from equinox.nn._attention import dot_product_attention_weights
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+from ._checks import positive_int
+
+
+def dot_product_attention(
+    query: Float[Array, "q_seq qk_size"],
+    key_: Float[Array, "kv_seq qk_size"],
+    value: Float[Array, "kv_seq v_size"],
+    mask: Bool[ArrayLike, "q_seq kv_seq"] | None = None,
+    *,
+    causal: bool = False,
+) -> Float[Array, "q_seq v_size"]:
+    """Scaled dot-product attention (Vaswani et al. 2017),
+
+    $\\operatorname{softmax}\\big(Q K^\\top / \\sqrt{d_k} + M\\big)\\, V$,
+
+    where $M_{ij} = 0$ where query $i$ may attend to key $j$, and $-\\infty$ where it
+    may not. The softmax is `equinox.nn`'s (`dot_product_attention_weights`): it is
+    taken in at least float32, and a masked logit is the dtype's most negative
+    number rather than $-\\infty$, so a query that may attend to nothing gets uniform
+    weights instead of NaN.
+
+    **Arguments:**
+
+    - `query`: $Q$, one row per query position.
+    - `key_`: $K$, one row per key position, with as many features as `query`.
+    - `value`: $V$, one row per key position.
+    - `mask`: optional boolean array of shape `(q_seq, kv_seq)`; `True` where query
+        `i` may attend to key `j`.
+    - `causal`: if `True`, query `i` may also attend only to keys `j <= i`
+        (combined with `mask` by logical and). (Keyword only.)
+
+    **Returns:** the attended values, one row per query.
+
+    ??? cite "Reference"
+        ```bibtex
+        @inproceedings{vaswani2017attention,
+            title={Attention is All You Need},
+            author={Vaswani, Ashish and Shazeer, Noam and Parmar, Niki and
+                    Uszkoreit, Jakob and Jones, Llion and Gomez, Aidan N and
+                    Kaiser, {\\L}ukasz and Polosukhin, Illia},
+            booktitle={Advances in Neural Information Processing Systems},
+            volume={30}, year={2017}
+        }
+        ```
+    """
+    name = "dot_product_attention"
+    for arg, x in (("query", query), ("key_", key_), ("value", value)):
+        if jnp.ndim(x) != 2:
+            raise ValueError(
+                f"{name}: `{arg}` must have shape (seq_len, features), got shape "
+                f"{jnp.shape(x)}. It acts on one sequence: batch with `jax.vmap`."
+            )
+    if query.shape[1] != key_.shape[1]:
+        raise ValueError(
+            f"{name}: `query` and `key_` must have the same number of features, got "
+            f"{query.shape[1]} and {key_.shape[1]}."
+        )
+    if key_.shape[0] != value.shape[0]:
+        raise ValueError(
+            f"{name}: `key_` and `value` must have the same length (one value per "
+            f"key), got {key_.shape[0]} and {value.shape[0]}."
+        )
+    mask = attention_mask(name, mask, query.shape[0], key_.shape[0], causal=causal)
+    weights = dot_product_attention_weights(query, key_, mask)
+    return weights @ value
+
+
+def attention_mask(
+    name: str,
+    mask: Bool[ArrayLike, "*heads q_seq kv_seq"] | None,
+    q_len: int,
+    kv_len: int,
+    *,
+    causal: bool,
+    num_heads: int | None = None,
+) -> Bool[Array, "*heads q_seq kv_seq"] | None:
+    """The checked boolean mask, with the causal mask folded in (`None` if there is
+    neither).
+
+    `mask` must have shape `(q_len, kv_len)`, or `(num_heads, q_len, kv_len)` when
+    `num_heads` is given (one mask per head).
+    """
+    if mask is not None:
+        mask = jnp.asarray(mask)
+        shapes = [(q_len, kv_len)]
+        if num_heads is not None:
+            shapes.append((num_heads, q_len, kv_len))
+        if mask.shape not in shapes:
+            expected = " or ".join(str(s) for s in shapes)
+            raise ValueError(
+                f"{name}: `mask` must have shape {expected} (queries x keys), got "
+                f"shape {mask.shape}. It masks one sequence: batch with `jax.vmap`."
+            )
+        if mask.dtype != jnp.bool_:
+            raise TypeError(
+                f"{name}: `mask` must be boolean (`True` where a query may attend to a "
+                f"key), got dtype {mask.dtype}. Use e.g. `mask.astype(bool)`."
+            )
+    if causal:
+        lower = jnp.tril(jnp.ones((q_len, kv_len), jnp.bool_))
+        mask = lower if mask is None else mask & lower
+    return mask
+
+
+def sinusoidal_encoding(
+    length: int, dim: int, *, base: float = 10000.0, dtype=None
+) -> Float[Array, "length dim"]:
+    """The sinusoidal positional encoding of Vaswani et al. (2017),
+
+    $P_{p, 2i} = \\sin(p\\, \\omega_i)$, $P_{p, 2i+1} = \\cos(p\\, \\omega_i)$,
+    $\\omega_i = \\text{base}^{-2i/\\text{dim}}$,
+
+    for positions $p = 0, \\ldots, \\text{length} - 1$. For an odd `dim` the last
+    column is the sine of the last frequency.
+
+    **Arguments:**
+
+    - `length`: number of positions.
+    - `dim`: number of features (the model size).
+    - `base`: the longest wavelength is $2\\pi\\,\\text{base}$. Default `10000.0`.
+        (Keyword only.)
+    - `dtype`: floating dtype of the result (JAX's default float if `None`).
+        (Keyword only.)
+
+    **Returns:** an array of shape `(length, dim)`, added to the token embeddings.
+    """
+    length = positive_int(length, "length")
+    dim = positive_int(dim, "dim")
+    if not base > 1:
+        raise ValueError(f"sinusoidal_encoding: `base` must be > 1, got {base!r}.")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    # Computed in at least float32: low-precision angles p * w lose the phase.
+    work = jnp.promote_types(dtype, jnp.float32)
+    positions = jnp.arange(length, dtype=work)[:, None]
+    freqs = jnp.exp(-math.log(base) * jnp.arange(0, dim, 2, dtype=work) / dim)
+    angles = positions * freqs
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    return pe.reshape(length, -1)[:, :dim].astype(dtype)
