@@ -1,6 +1,7 @@
 """`fit`: train an Equinox model with optax, in one jitted step, on one device or
 many."""
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -59,23 +60,29 @@ def fit(
     - `loss_fn`: `loss_fn(model, x, y)` for `data = (x, y)` (in general
         `loss_fn(model, *batch)` for a tuple of arrays, `loss_fn(model, batch)` for
         any other PyTree), returning the mean loss over the batch as a scalar.
-        Layers act on one example, so batch inside it with `jax.vmap`.
+        Layers act on one example, so batch inside it with `jax.vmap`. A loss with
+        a `key` parameter (dropout, noise, stochastic dynamics) gets a fresh key
+        each step: `fold_in(fold_in(noise_key, step), 0)`, see `key`.
     - `data`: the training set, a tuple (or PyTree) of arrays sharing their
         leading axis of examples, or a `neuralde.data.Dataset`, whose `train` pair
         is used, and whose `test` pair is the default `eval_data`.
     - `optimizer`: an `optax.GradientTransformation`.
-    - `key`: PRNG key of the mini-batch order. (Keyword only, as are the rest.)
+    - `key`: PRNG key, split into `order_key, noise_key = jax.random.split(key)`.
+        (Keyword only, as are the rest.)
     - `steps` or `epochs`: how long to train (exactly one of them). An epoch is
         `len(data) // batch_size` steps: each epoch is a fresh permutation of the
-        examples, drawn from `jax.random.fold_in(key, epoch)`, and the incomplete
-        last batch is dropped so that every step has the same shape.
+        examples, `jax.random.permutation(fold_in(order_key, epoch), n)`, cut into
+        consecutive batches; the incomplete last batch is dropped so that every
+        step has the same shape.
     - `batch_size`: examples per step.
     - `eval_data`: data to evaluate on, like `data`.
     - `eval_every`: evaluate (and record the history) every this many steps;
         default once per epoch, and always after the last step.
     - `metrics`: `{name: fn}` with `fn` like `loss_fn`, a mean over a batch, e.g.
         `{"accuracy": lambda m, x, y: jnp.mean(jax.vmap(m)(x).argmax(-1) == y)}`.
-        The loss is always included, as `"loss"`.
+        The loss is always included, as `"loss"`. Metrics run on the whole
+        `eval_data` at once; one with a `key` parameter gets
+        `fold_in(fold_in(noise_key, step), 1)`.
     - `patience`: stop early after this many evaluations without improving the
         monitored metric; the returned model is then the best one evaluated.
     - `monitor`, `maximize`: the eval metric that early stopping follows, and
@@ -139,16 +146,35 @@ def fit(
     )
     traces = []
 
-    def call(fn, params, batch):
+    # Typed keys are stored as their raw data, which serialises like any array.
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    impl = jr.key_impl(key) if typed else None
+
+    def keys(key_data):
+        """The keys of the batch order and of the loss's own randomness."""
+        k = jr.wrap_key_data(key_data, impl=impl) if typed else key_data
+        order_key, noise_key = jr.split(k)
+        return order_key, noise_key
+
+    def call(fn, params, batch, noise_key, step, stream):
         m = eqx.combine(params, static)
-        return fn(m, *batch) if isinstance(batch, tuple) else fn(m, batch)
+        kwargs = {}
+        if _takes_key(fn):
+            kwargs["key"] = jr.fold_in(jr.fold_in(noise_key, step), stream)
+        if isinstance(batch, tuple):
+            return fn(m, *batch, **kwargs)
+        return fn(m, batch, **kwargs)
 
     @jax.jit
-    def train_step(params, opt_state, data, order, i):
+    def train_step(params, opt_state, data, order, key_data, step):
         traces.append(None)
+        i = step % per_epoch
         idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
         batch = constrain(jax.tree.map(lambda a: a[idx], data))
-        loss, grads = jax.value_and_grad(lambda p: call(loss_fn, p, batch))(params)
+        _, noise_key = keys(key_data)
+        loss, grads = jax.value_and_grad(
+            lambda p: call(loss_fn, p, batch, noise_key, step, 0)
+        )(params)
         loss = eqx.error_if(
             loss,
             ~jnp.isfinite(loss),
@@ -159,17 +185,17 @@ def fit(
         return optax.apply_updates(params, updates), opt_state, loss
 
     @jax.jit
-    def evaluate(params, batch):
-        return {name: call(fn, params, batch) for name, fn in metrics.items()}
-
-    # Typed keys are stored as their raw data, which serialises like any array.
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    impl = jr.key_impl(key) if typed else None
+    def evaluate(params, batch, key_data, step):
+        _, noise_key = keys(key_data)
+        return {
+            name: call(fn, params, batch, noise_key, step, 1)
+            for name, fn in metrics.items()
+        }
 
     @jax.jit
     def permutation(key_data, epoch):
-        k = jr.wrap_key_data(key_data, impl=impl) if typed else key_data
-        return jr.permutation(jr.fold_in(k, epoch), n)
+        order_key, _ = keys(key_data)
+        return jr.permutation(jr.fold_in(order_key, epoch), n)
 
     # Everything a resumed run needs to take the same steps as an uninterrupted one.
     state = {
@@ -206,11 +232,11 @@ def fit(
     window = (time.perf_counter(), meta["step"])
     while meta["step"] < total and not meta["stopped"]:
         step = meta["step"]
-        epoch, i = divmod(step, per_epoch)
+        epoch = step // per_epoch
         if epoch != order_epoch:
             order, order_epoch = permutation(state["key"], epoch), epoch
         state["params"], state["opt_state"], loss = train_step(
-            state["params"], state["opt_state"], data, order, i
+            state["params"], state["opt_state"], data, order, state["key"], step
         )
         state["loss_sum"] = state["loss_sum"] + loss
         meta["step"], meta["since"] = step + 1, meta["since"] + 1
@@ -219,7 +245,7 @@ def fit(
         if meta["step"] % eval_every == 0 or last:
             _record(history, meta, state, start)
             if eval_data is not None:
-                values = evaluate(state["params"], eval_data)
+                values = evaluate(state["params"], eval_data, state["key"], step)
                 for name, value in values.items():
                     history[f"eval_{name}"].append(float(value))
                 _early_stopping(meta, state, float(values[monitor]), maximize, patience)
@@ -236,6 +262,13 @@ def fit(
     history["traces"] = len(traces)
     params = state["best"] if patience is not None else state["params"]
     return eqx.combine(params, static), history
+
+
+def _takes_key(fn) -> bool:
+    try:
+        return "key" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _record(history, meta, state, start):

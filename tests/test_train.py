@@ -50,7 +50,8 @@ def test_fit_takes_the_documented_steps(getkey):
     losses = []
     for step in range(20):
         epoch, i = divmod(step, 4)
-        idx = jr.permutation(jr.fold_in(key, epoch), 64)[16 * i : 16 * (i + 1)]
+        order_key, _ = jr.split(key)
+        idx = jr.permutation(jr.fold_in(order_key, epoch), 64)[16 * i : 16 * (i + 1)]
         loss, grads = jax.value_and_grad(
             lambda p: mse(eqx.combine(p, static), x[idx], y[idx])
         )(params)
@@ -280,3 +281,24 @@ def test_fit_takes_a_dataset(getkey):
     assert history["eval_accuracy"][-1] > 0.8
     assert history["eval_loss"][-1] < history["eval_loss"][0]
     assert len(history["eval_loss"]) == 20
+
+
+def test_loss_with_a_key_gets_a_fresh_one_each_step(getkey):
+    # Noise injected in the loss: the keys are the documented ones, one per step.
+    x, y = regression(getkey(), n=32)
+    model = eqx.nn.Linear(3, 1, key=getkey())
+    seen = []
+
+    def noisy(m, x, y, *, key):
+        jax.debug.callback(lambda k: seen.append(np.asarray(k)), jr.key_data(key))
+        return mse(m, x + 0.1 * jr.normal(key, x.shape), y)
+
+    key = jr.key(7)
+    nde.train.fit(
+        model, noisy, (x, y), optax.sgd(0.1), key=key, steps=3, batch_size=16,
+        progress=False,
+    )  # fmt: skip
+    _, noise_key = jr.split(key)
+    expected = [jr.key_data(jr.fold_in(jr.fold_in(noise_key, s), 0)) for s in range(3)]
+    assert len(seen) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(seen, expected))
