@@ -16,9 +16,10 @@ TOL = 1e-12
 
 # One set of sizes for the whole file: every new parameter shape costs a compile
 # of its random initialiser.
-D, H, FFN, N, VOCAB, LAYERS = 4, 2, 8, 5, 5, 2
+D, H, FFN, CTX, N, VOCAB, LAYERS = 4, 2, 4, 2, 5, 5, 2
 
 call = eqx.filter_jit(lambda f, *args: f(*args))
+call_rows = eqx.filter_jit(lambda f, x: jax.vmap(f)(x))
 attention = jax.jit(nde.nn.dot_product_attention, static_argnames="causal")
 
 
@@ -142,9 +143,9 @@ def test_self_attention_matches_numpy_per_head(getkey, rng):
 
 
 def test_cross_attention_matches_numpy(getkey, rng):
-    layer = nde.nn.CrossAttention(D, H, context_size=FFN, key=getkey())
+    layer = nde.nn.CrossAttention(D, H, context_size=CTX, key=getkey())
     x = normal(rng, 3, D)
-    context = normal(rng, N, FFN)
+    context = normal(rng, N, CTX)
     mask = random_mask(rng, (3, N))
     expected = np_mha(layer.attention, *map(np.asarray, (x, context, mask)))
     out = call(layer, x, context, mask)
@@ -152,15 +153,16 @@ def test_cross_attention_matches_numpy(getkey, rng):
 
 
 def test_sinusoidal_encoding_closed_form():
-    for length, dim in [(7, 6), (4, 5)]:
-        pe = np.asarray(nde.nn.sinusoidal_encoding(length, dim))
-        expected = np.empty((length, dim))
-        for p in range(length):
-            for j in range(dim):
-                # Vaswani et al. (2017), section 3.5.
-                angle = p / 10000 ** (2 * (j // 2) / dim)
-                expected[p, j] = np.sin(angle) if j % 2 == 0 else np.cos(angle)
-        np.testing.assert_allclose(pe, expected, rtol=0, atol=1e-14)
+    length, dim = 7, 5  # an odd dim: the last column is a sine
+    pe = np.asarray(nde.nn.sinusoidal_encoding(length, dim))
+    expected = np.empty((length, dim))
+    for p in range(length):
+        for j in range(dim):
+            # Vaswani et al. (2017), section 3.5.
+            angle = p / 10000 ** (2 * (j // 2) / dim)
+            expected[p, j] = np.sin(angle) if j % 2 == 0 else np.cos(angle)
+    # Angles up to 6 rad in float64: a few ulps.
+    np.testing.assert_allclose(pe, expected, rtol=0, atol=1e-14)
 
 
 def test_transformer_block_post_and_pre_ln_by_hand(getkey, rng):
@@ -170,7 +172,7 @@ def test_transformer_block_post_and_pre_ln_by_hand(getkey, rng):
         block = nde.nn.TransformerBlock(D, H, ffn_size=FFN, norm=norm, key=getkey())
         block = randomise(block, rng)
         attn = lambda z: np.asarray(call(block.attention, jnp.asarray(z)))  # noqa: E731
-        ffn = lambda z: np.asarray(call(jax.vmap(block.ffn), jnp.asarray(z)))  # noqa: E731
+        ffn = lambda z: np.asarray(call_rows(block.ffn, jnp.asarray(z)))  # noqa: E731
         ln1 = lambda z: np_layer_norm(block.norm1, z)  # noqa: E731
         ln2 = lambda z: np_layer_norm(block.norm2, z)  # noqa: E731
         if norm == "post":
@@ -195,7 +197,7 @@ def test_gpt_causal_training_and_generation(getkey):
     np.testing.assert_array_equal(logits[: i + 1], logits2[: i + 1])
     assert np.abs(logits[i + 1 :] - logits2[i + 1 :]).min() > 1e-6
 
-    optimiser = optax.adam(1e-1)
+    optimiser = optax.adam(5e-2)
 
     @eqx.filter_jit
     @eqx.debug.assert_max_traces(max_traces=1)
@@ -207,12 +209,12 @@ def test_gpt_causal_training_and_generation(getkey):
 
     state = optimiser.init(eqx.filter(model, eqx.is_inexact_array))
     losses = []
-    for _ in range(25):
+    for _ in range(40):
         model, state, loss = step(model, state)  # traced once (asserted)
         losses.append(float(loss))
     # The sequence is a deterministic cycle, so the loss can go to zero; from about
     # log(5) = 1.6 at random initialisation it must fall by a clear factor (over
-    # 100 on the seeds tried).
+    # 70 on the eight seeds tried).
     assert losses[0] > 1.0
     assert losses[-1] < losses[0] / 20, losses
 
@@ -331,8 +333,8 @@ def test_bad_inputs(getkey):
         layer(jnp.ones((3, 5)))
     with pytest.raises(ValueError, match="batch with `jax.vmap`"):
         layer(jnp.ones((2, 3, D)))
-    cross = nde.nn.CrossAttention(D, H, context_size=FFN, key=getkey())
-    with pytest.raises(ValueError, match=r"`context` must have shape \(seq_len, 8\)"):
+    cross = nde.nn.CrossAttention(D, H, context_size=CTX, key=getkey())
+    with pytest.raises(ValueError, match=r"`context` must have shape \(seq_len, 2\)"):
         cross(jnp.ones((2, D)), jnp.ones((N, D)))
     block = nde.nn.TransformerBlock(D, H, ffn_size=FFN, key=getkey())
     with pytest.raises(ValueError, match=r"`x` must have shape \(seq_len, 4\)"):
@@ -354,7 +356,7 @@ def test_bad_inputs(getkey):
     with pytest.raises(ValueError, match=r"\(3, 3\) or \(2, 3, 3\).*\(3, 3, 3\)"):
         layer(jnp.ones((3, D)), jnp.ones((3, 3, 3), bool))
     with pytest.raises(ValueError, match=r"\(2, 5\) or \(2, 2, 5\).*\(5, 2\)"):
-        cross(jnp.ones((2, D)), jnp.ones((N, FFN)), jnp.ones((N, 2), bool))
+        cross(jnp.ones((2, D)), jnp.ones((N, CTX)), jnp.ones((N, 2), bool))
 
     # Other options.
     with pytest.raises(ValueError, match="`norm` must be 'post' or 'pre'"):
