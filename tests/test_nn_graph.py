@@ -321,3 +321,7 @@ def test_bad_graph_input(getkey, graph8):
         nde.nn.GCN(3, 2, key=getkey())(jnp.ones((8, 3)), GRAPH8_ADJACENCY)
     with pytest.raises(ValueError, match="shape"):
         nde.fields.GRAND(graph8, 3, key=getkey())(0.0, jnp.ones((8, 2)), None)
+    for graph in (graph8, Graph.from_dense(2.0 * GRAPH8_ADJACENCY)):
+        unstacked = nde.fields.GraphGradient(graph, 3, 4, key=getkey())
+        with pytest.raises(ValueError, match="unstacked.*fields.stack"):
+            nde.fields.Parabolic(operator=unstacked, layers=4)

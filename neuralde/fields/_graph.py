@@ -61,7 +61,23 @@ class GraphGradient(AbstractOperator):
         self.graph = graph
 
     def __call__(self, x):
+        if self.weight.ndim != 2:
+            raise ValueError(
+                "GraphGradient: one layer's weight has shape (out_features, "
+                f"in_features), but this operator's is {self.weight.shape}. A stacked "
+                "operator is applied one layer at a time: use `operator.at_layer(k)`."
+            )
         return self.graph.gradient(x @ self.weight.T)
+
+    def num_layers(self) -> int:
+        if self.weight.ndim == 2:
+            raise ValueError(
+                "GraphGradient: this operator is unstacked (weight of shape "
+                f"{self.weight.shape}); a field needs one weight per layer. Build it "
+                "with `neuralde.fields.stack`, e.g. `stack(lambda k: GraphGradient("
+                "graph, d_in, d_out, key=k), layers=layers, key=key)`."
+            )
+        return super().num_layers()
 
     def in_structure(self):
         shape = (self.graph.num_nodes, self.weight.shape[-1])

@@ -64,7 +64,8 @@ class AbstractOperator(eqx.Module):
             raise ValueError(
                 f"{type(self).__name__}: every floating-point parameter must carry "
                 "the same leading layer axis; got leading sizes "
-                f"{sorted(sizes, key=str)}."
+                f"{sorted(sizes, key=str)}. Build one operator per layer with "
+                "`neuralde.fields.stack(make, layers=..., key=...)`."
             )
         return sizes.pop()
 
