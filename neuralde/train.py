@@ -224,7 +224,7 @@ def fit(
     def save():
         if checkpoint is not None:
             meta_out = {"config": config, "meta": meta, "history": history}
-            _checkpoint.save(checkpoint, state, meta_out)
+            _checkpoint.save(checkpoint, jax.tree.map(_host_copy, state), meta_out)
 
     start = time.perf_counter() - (history["time_s"][-1] if history["time_s"] else 0)
     bar = tqdm(total=total, initial=meta["step"], disable=not progress, unit="step")
@@ -262,6 +262,13 @@ def fit(
     history["traces"] = len(traces)
     params = state["best"] if patience is not None else state["params"]
     return eqx.combine(params, static), history
+
+
+def _host_copy(x):
+    """A NumPy copy of a (replicated) array; on many hosts, of this host's replica."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return np.asarray(x)
 
 
 def _takes_key(fn) -> bool:
