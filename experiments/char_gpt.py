@@ -137,22 +137,27 @@ def loss_fn(model, x, y):
 
 
 @eqx.filter_jit
-def position_loss(model, x, y):
-    """Mean test loss at each position of the window (context 1, 2, ...)."""
+def token_losses(model, x, y):
+    """The loss of every prediction, `(windows, context)`; column `j` predicts from
+    `j + 1` characters of context."""
     tokens = windows(x, y)
-    losses = nde.losses.next_token(jax.vmap(model)(tokens), tokens, reduction="none")
-    return losses.mean(axis=0)
+    return nde.losses.next_token(jax.vmap(model)(tokens), tokens, reduction="none")
 
 
 def loss_by_position(model, x, y, chunk: int = 512) -> np.ndarray:
-    """`position_loss` over many windows, a chunk at a time to bound the memory."""
+    """The mean loss at each position over many windows, a chunk at a time to bound
+    the memory."""
     total = np.zeros(x.shape[1])
     for i in range(0, len(x), chunk):
-        n = len(x[i : i + chunk])
-        total += n * np.asarray(
-            position_loss(model, x[i : i + chunk], y[i : i + chunk])
-        )
+        losses = token_losses(model, x[i : i + chunk], y[i : i + chunk])
+        total += np.asarray(losses).sum(axis=0)
     return total / len(x)
+
+
+def mean_and_stderr(values) -> tuple[float, float]:
+    """The mean and its standard error, treating `values` as independent."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def num_params(model) -> int:
@@ -245,10 +250,11 @@ def train(name, model, data, test, cfg, *, key):
 
 
 def summarise(model, history, seconds, train_eval, test, curve, cfg):
-    # Every window has the same length, so the mean over positions is the mean over
-    # characters.
-    train_loss = float(position_loss(model, *train_eval).mean())
-    test_loss = float(position_loss(model, *test).mean())
+    train_loss = float(np.asarray(token_losses(model, *train_eval)).mean())
+    # Neighbouring characters' losses are correlated, so the standard error is taken
+    # over the non-overlapping windows' means rather than over characters.
+    by_window = np.asarray(token_losses(model, *test)).mean(axis=1)
+    test_loss, stderr = mean_and_stderr(by_window)
     steps, times = history["step"], history["time_s"]
     # Time per step after the first evaluation, which includes the compilation.
     per_step = (times[-1] - times[0]) / (steps[-1] - steps[0]) if len(steps) > 1 else 0
@@ -256,6 +262,7 @@ def summarise(model, history, seconds, train_eval, test, curve, cfg):
         params=num_params(model),
         train_loss=train_loss,
         test_loss=test_loss,
+        test_loss_stderr=stderr,
         train_perplexity=math.exp(train_loss),
         test_perplexity=math.exp(test_loss),
         test_bits_per_char=test_loss / math.log(2),
@@ -267,6 +274,7 @@ def summarise(model, history, seconds, train_eval, test, curve, cfg):
             if k in history
         },
         test_loss_by_position=loss_by_position(model, *curve),
+        test_loss_by_window=by_window,
     )
 
 
@@ -415,7 +423,9 @@ def main(argv=None):
             L = cfg["layers"]
             r["test_loss_other_solvers"] = {
                 f"{solver}, {steps} steps": float(
-                    position_loss(with_solver(model, solver, steps), *full.test).mean()
+                    np.asarray(
+                        token_losses(with_solver(model, solver, steps), *full.test)
+                    ).mean()
                 )
                 for solver, steps in (
                     ("euler", L),
@@ -428,6 +438,9 @@ def main(argv=None):
             }
         results["models"][name] = r
 
+    gpt, ode = (results["models"][n]["test_loss_by_window"] for n in models)
+    difference, stderr = mean_and_stderr(np.asarray(ode) - np.asarray(gpt))
+    results["ode_minus_gpt_test_loss"] = dict(mean=difference, stderr=stderr)
     plot(results, out / "learning_curves.png")
     if cfg["refine"]:
         plot_solvers(results, out / "ode_solvers.png")
@@ -435,13 +448,16 @@ def main(argv=None):
     for name, r in results["models"].items():
         print(
             f"{name:14s} params {r['params']:7d}  train {r['train_loss']:.3f}  "
-            f"test {r['test_loss']:.3f} nats/char  (perplexity "
+            f"test {r['test_loss']:.3f} ± {r['test_loss_stderr']:.3f} nats/char  "
+            f"(perplexity "
             f"{r['test_perplexity']:.2f})  {r['seconds_per_step'] * 1e3:.0f} ms/step"
         )
     print(
         f"unigram test {baselines['unigram_test_loss']:.3f}, bigram test "
         f"{baselines['bigram_test_loss']:.3f} nats/char"
     )
+    gap = results["ode_minus_gpt_test_loss"]
+    print(f"ODE - GPT test loss {gap['mean']:.3f} ± {gap['stderr']:.3f}")
     for name, text in samples.items():
         print(f"--- {name} sample ---\n{text}\n")
     return results
