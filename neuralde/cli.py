@@ -1,33 +1,52 @@
-"""The `neuralde` command. Subcommands: `study` (more to come: `bench`, `train`).
+"""The `neuralde` command. Subcommands: `study` (the stability study) and `bench`
+(the benchmark runner).
 
 ```bash
 neuralde study [--quick] [--out DIR] [--force] ...
+neuralde bench [--preset quick|paper|gpu] [--fields ...] [--out DIR] ...
 python -m neuralde.cli study ...
 ```
 """
 
 import argparse
+import inspect
+import os
 import sys
 from collections.abc import Sequence
 
+from ._bench._registry import (
+    ADAPTIVE,
+    dtype_name,
+    DTYPES,
+    field_name,
+    FIELDS,
+    gradient_name,
+    solver_name,
+)
+from ._solve import GRADIENTS
+from ._solvers import SOLVER_NAMES
 from ._study._models import architecture_name, ARCHITECTURES
 from ._study._problems import problem_name, PROBLEMS
 from ._study._report import check_output, runs_table
 from .study import configure, study
 
 
-def _architecture(name: str) -> str:
-    try:
-        return architecture_name(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _checked(check):
+    """An argparse type from a check that raises `ValueError` with a message that
+    lists the valid values."""
+
+    def convert(text: str):
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = check.__name__
+    return convert
 
 
-def _problem(name: str) -> str:
-    try:
-        return problem_name(name)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+_architecture = _checked(architecture_name)
+_problem = _checked(problem_name)
 
 
 def _positive_int(text: str) -> int:
@@ -131,6 +150,135 @@ def _study_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _steps(text: str) -> int | str:
+    if text.lower() == ADAPTIVE:
+        return ADAPTIVE
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or {ADAPTIVE!r}, got {text!r}"
+        ) from None
+
+
+def _bench_parser(sub) -> argparse.ArgumentParser:
+    from .bench import PRESETS
+
+    p = sub.add_parser(
+        "bench",
+        help="time and memory of solvers and gradient modes, against a hand-written "
+        "scan",
+        description=(
+            "Benchmark neuralde on a grid of field x solver x gradient mode x steps "
+            "x batch x width x dtype: compile time, forward and forward + gradient "
+            "time, XLA memory analysis, peak memory in a fresh process, steps and "
+            "function evaluations of adaptive solves, each against a hand-written "
+            "lax.scan of the same steps (and torchdiffeq where installed). Writes "
+            "results.json, results.md and figures to --out. The options below "
+            "replace an axis or setting of the preset."
+        ),
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="quick",
+        help="quick: under three minutes on two CPU cores (default); paper: every "
+        "gradient mode, fixed and adaptive steps, dense, convolutional and graph "
+        "fields, float32 and bfloat16; gpu: the same at sizes for an accelerator",
+    )
+    p.add_argument(
+        "--fields",
+        nargs="+",
+        type=_checked(field_name),
+        metavar="NAME",
+        help=f"any of {', '.join(FIELDS)}",
+    )
+    p.add_argument(
+        "--solvers",
+        nargs="+",
+        type=_checked(solver_name),
+        metavar="NAME",
+        help=f"any of {', '.join(SOLVER_NAMES)}",
+    )
+    p.add_argument(
+        "--gradients",
+        nargs="+",
+        type=_checked(gradient_name),
+        metavar="NAME",
+        help=f"any of {', '.join(GRADIENTS)}",
+    )
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        type=_steps,
+        metavar="N",
+        help=f"numbers of equal steps, or {ADAPTIVE!r} (tsit5, dopri5)",
+    )
+    p.add_argument("--batch", nargs="+", type=_positive_int, metavar="N")
+    p.add_argument(
+        "--width",
+        nargs="+",
+        type=_positive_int,
+        metavar="N",
+        help="state sizes (channels of the convolutional fields, features per node "
+        "of the graph fields)",
+    )
+    p.add_argument(
+        "--dtypes",
+        nargs="+",
+        type=_checked(dtype_name),
+        metavar="NAME",
+        help=f"any of {', '.join(DTYPES)}; one the backend cannot run is skipped",
+    )
+    p.add_argument("--layers", type=_positive_int, help="layers of every field")
+    p.add_argument(
+        "--repeats", type=_positive_int, help="timed repeats per function, at most"
+    )
+    p.add_argument(
+        "--budget",
+        type=_positive_float,
+        help="seconds of timed repeats per problem, roughly (at least 3 repeats)",
+    )
+    p.add_argument("--rtol", type=_positive_float, help="of adaptive solves")
+    p.add_argument("--atol", type=_positive_float, help="of adaptive solves")
+    p.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        help="measure peak memory in a fresh process per row (default: on)",
+    )
+    p.add_argument(
+        "--torch",
+        action=argparse.BooleanOptionalAction,
+        help="compare with torchdiffeq where installed (default: on)",
+    )
+    p.add_argument(
+        "--torch-threads", type=_positive_int, metavar="N", help="torch's threads"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--out",
+        default="bench-results",
+        help="output directory (default: bench-results)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="write into a non-empty --out directory"
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 _NOT_CONFIG = ("out", "force", "progress")
 
 
@@ -142,18 +290,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Continuous-time neural networks in JAX.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    study_parser = _study_parser(sub)
+    parsers = dict(study=_study_parser(sub), bench=_bench_parser(sub))
     args = parser.parse_args(argv)
     kwargs = vars(args)
-    del kwargs["command"]
+    command = kwargs.pop("command")
+    if command == "bench":
+        return _bench(parsers["bench"], kwargs)
     try:
         configure(**{k: v for k, v in kwargs.items() if k not in _NOT_CONFIG})
         check_output(args.out, args.force)
     except (ValueError, FileExistsError) as e:
-        study_parser.error(str(e))
+        parsers["study"].error(str(e))
     results = study(**kwargs)
     print(runs_table(results["runs"]))
     print(f"\nWrote {args.out}/report.md, results.json and figures.")
+    return 0
+
+
+def _bench(parser: argparse.ArgumentParser, kwargs: dict) -> int:
+    # The memory workers run beside this process and need device memory of their
+    # own: allocate on demand rather than take most of an accelerator up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from ._bench._report import check_output as check_bench_output, summary
+    from .bench import bench, configure as configure_bench
+
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    config = inspect.signature(configure_bench).parameters
+    try:
+        configure_bench(**{k: v for k, v in kwargs.items() if k in config})
+        check_bench_output(kwargs["out"], kwargs["force"])
+    except (ValueError, FileExistsError) as e:
+        parser.error(str(e))
+    results = bench(**kwargs)
+    print(summary(results))
+    print(f"\nWrote {kwargs['out']}/results.md, results.json and figures.")
     return 0
 
 

@@ -1,0 +1,377 @@
+"""The benchmark's output: the environment, the tables (terminal and Markdown), the
+figures, and atomic file writes."""
+
+import importlib.metadata
+import io
+import json
+import math
+import os
+import pathlib
+import platform
+import uuid
+
+import jax
+import numpy as np
+
+from . import _torch
+
+
+FIGURES = ("time_vs_steps.png", "memory_vs_steps.png")
+MiB = 2**20
+PROBLEM_KEYS = ("field", "solver", "steps", "batch", "width", "dtype")
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Where the numbers were measured."""
+    devices = jax.devices()
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return dict(
+        backend=jax.default_backend(),
+        device_kind=devices[0].device_kind,
+        device_count=len(devices),
+        devices=[str(d) for d in devices],
+        cpu=cpu_model(),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        jax=version("jax"),
+        jaxlib=version("jaxlib"),
+        diffrax=version("diffrax"),
+        equinox=version("equinox"),
+        neuralde=version("neuralde"),
+        x64=bool(jax.config.jax_enable_x64),
+        **_torch.versions(),
+    )
+
+
+# ---------------------------------------------------------------------------------
+# Tables.
+
+
+def _ms(seconds) -> str:
+    return "—" if seconds is None else f"{1e3 * seconds:.2f}"
+
+
+def _mib(n) -> str:
+    return "—" if n is None else f"{n / MiB:.2f}"
+
+
+def _time_cell(row, stage) -> str:
+    t = row.get(stage)
+    if t is None:
+        return "—"
+    ratio = row["overhead"][stage]
+    return f"{_ms(t['median_s'])} ({ratio:.2f}x)"
+
+
+def _spread(row) -> str:
+    t = row.get("forward_gradient")
+    if t is None:
+        return "—"
+    return f"±{50 * (t['q3_s'] - t['q1_s']) / t['median_s']:.0f}%"
+
+
+def _steps_cell(row) -> str:
+    a = row.get("adaptive")
+    if a is None:
+        return str(row["steps"])
+    return f"adaptive: {a['steps_max']} (nfe {a['nfe_mean']:.0f})"
+
+
+def rows_table(rows: list[dict]) -> str:
+    """The measured rows as a Markdown table (readable on a terminal too)."""
+    lines = [
+        "| field | solver | gradient | steps | batch | width | dtype | forward, ms "
+        "(x ref) | fwd + grad, ms (x ref) | spread | compile, s | XLA temp, MiB "
+        "| peak RSS, MiB |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        c = r["compile"]["forward_gradient"]
+        temp = (r["xla_memory"]["forward_gradient"] or {}).get("temp")
+        peak = (r.get("peak_memory") or {}).get("rss_bytes")
+        lines.append(
+            f"| {r['field']} | {r['solver']} | {r['gradient']} | {_steps_cell(r)} "
+            f"| {r['batch']} | {r['width']} | {r['dtype']} "
+            f"| {_time_cell(r, 'forward')} | {_time_cell(r, 'forward_gradient')} "
+            f"| {_spread(r)} | {c['trace_s'] + c['compile_s']:.2f} | {_mib(temp)} "
+            f"| {_mib(peak) if peak is None else f'{peak / MiB:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def notes_list(rows: list[dict]) -> str:
+    """Skipped and failed points, and notes on measured ones."""
+    lines = []
+    for r in rows:
+        if r["note"] is None:
+            continue
+        what = f"{r['field']}, {r['solver']}, {r['gradient']}, steps {r['steps']}"
+        status = "" if r["status"] == "ok" else f"{r['status']}: "
+        lines.append(f"- {what}: {status}{r['note']}.")
+    return "\n".join(lines)
+
+
+def device_memory_table(rows: list[dict]) -> str | None:
+    measured = [r for r in rows if (r.get("peak_memory") or {}).get("device_bytes")]
+    if not measured:
+        return None
+    lines = [
+        "| field | solver | gradient | steps | batch | width | dtype | peak device "
+        "memory, MiB |",
+        "|---|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in measured:
+        lines.append(
+            f"| {r['field']} | {r['solver']} | {r['gradient']} | {r['steps']} "
+            f"| {r['batch']} | {r['width']} | {r['dtype']} "
+            f"| {r['peak_memory']['device_bytes'] / MiB:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def torch_table(problems: list[dict]) -> str | None:
+    compared = [p for p in problems if (p.get("torchdiffeq") or {}).get("status")]
+    if not compared:
+        return None
+    lines = [
+        "| field | solver | steps | batch | width | dtype | neuralde best, ms "
+        "| odeint, ms | odeint_adjoint, ms | odeint / best |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for p in compared:
+        t = p["torchdiffeq"]
+        head = " | ".join(str(p[k]) for k in PROBLEM_KEYS)
+        if t["status"] != "ok":
+            lines.append(f"| {head} | — | — | — | {t['note']} |")
+            continue
+        best = t["neuralde_best"]
+        lines.append(
+            f"| {head} | {_ms(best['median_s'])} ({best['gradient']}) "
+            f"| {_ms(t['odeint']['forward_gradient']['median_s'])} "
+            f"| {_ms(t['odeint_adjoint']['forward_gradient']['median_s'])} "
+            f"| {t['ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def summary(results: dict) -> str:
+    """The tables for the terminal."""
+    parts = [rows_table(results["rows"])]
+    torch = torch_table(results["problems"])
+    if torch:
+        parts += ["torchdiffeq, forward + gradient:", torch]
+    notes = notes_list(results["rows"])
+    if notes:
+        parts += ["Notes:", notes]
+    return "\n\n".join(parts)
+
+
+def markdown(results: dict) -> str:
+    env, config = results["environment"], results["config"]
+    rows = results["rows"]
+    parts = [
+        "# neuralde bench",
+        f"Preset `{config['preset']}`; {env['device_count']} x {env['device_kind']} "
+        f"({env['backend']}), CPU: {env['cpu']} ({env['cpu_count']} cores); jax "
+        f"{env['jax']}, diffrax {env['diffrax']}, equinox {env['equinox']}, "
+        f"neuralde {env['neuralde']}.",
+        f"Forward and forward + gradient of `mean(y(t1)**2)` with respect to the "
+        f"field's parameters, {config['layers']} layers, jit-compiled; medians over "
+        "repeats timed interleaved in one process, after compilation and warm-up. "
+        "`x ref`: the ratio to a hand-written `jax.lax.scan` of the same steps (the "
+        "faster of a plain and a checkpointed scan; for adaptive rows, as many fixed "
+        "steps as the adaptive solve took). Spread: half the interquartile range of "
+        "forward + gradient, relative to its median. XLA temp: the compiled forward + "
+        "gradient's temporary buffers. Peak RSS: the whole process, JAX included, "
+        "measured in a fresh process per row.",
+        rows_table(rows),
+    ]
+    device = device_memory_table(rows)
+    if device:
+        parts += ["## Peak device memory", device]
+    torch = torch_table(results["problems"])
+    if torch:
+        parts += [
+            "## torchdiffeq",
+            "The same field, parameters, initial states, steps and loss, through "
+            "`torchdiffeq.odeint` and `odeint_adjoint`; forward + gradient, median ms. "
+            "`odeint / best`: above 1 means neuralde's fastest gradient mode is "
+            "faster.",
+            torch,
+        ]
+    notes = notes_list(rows)
+    if notes:
+        parts += ["## Notes", notes]
+    parts += ["## Figures"] + [f"![{f}]({f})" for f in FIGURES]
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------
+# Figures.
+
+
+def _figure(**kwargs):
+    # Imported here, so that `import neuralde` does not load matplotlib; a bare
+    # `Figure` (no pyplot) keeps no global state and needs no GUI backend.
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _series(rows, value, *, reference=False):
+    """Curves over steps: `{label: (steps, values)}` for the fixed-step rows, one per
+    combination of the other axes that varies in `rows`."""
+    fixed = [r for r in rows if r["status"] == "ok" and r.get("adaptive") is None]
+    keys = ["field", "solver", "gradient", "batch", "width", "dtype"]
+    varying = [k for k in keys if len({r[k] for r in fixed}) > 1 or k == "gradient"]
+    if reference:
+        varying = [k for k in varying if k != "gradient"]
+    curves = {}
+    for r in fixed:
+        v = value(r)
+        if v is None or not v > 0:
+            continue
+        label = ", ".join(str(r[k]) for k in varying) or "reference"
+        if reference:
+            label = f"scan reference ({label})" if varying else "scan reference"
+        curves.setdefault(label, {})[r["steps"]] = v
+    return {k: sorted(v.items()) for k, v in curves.items()}
+
+
+def _plot(ax, curves, *, dashed=False):
+    for label, points in curves.items():
+        x, y = zip(*points)
+        ax.plot(x, y, "--" if dashed else "-", marker="o", ms=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def time_figure(rows: list[dict]) -> bytes:
+    fig = _figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, stage, title in zip(
+        axes, ("forward", "forward_gradient"), ("forward", "forward + gradient")
+    ):
+        _plot(ax, _series(rows, lambda r: r[stage]["median_s"]))
+        reference = _series(
+            rows, lambda r: r["reference"][stage]["median_s"], reference=True
+        )
+        _plot(ax, reference, dashed=True)
+        ax.set_title(title)
+        ax.set_ylabel("median time, s")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return _png(fig)
+
+
+def memory_figure(rows: list[dict]) -> bytes:
+    panels = [
+        ("XLA temp buffers of forward + gradient, MiB", _temp),
+        (
+            "peak RSS (fresh process), MiB",
+            lambda r: (r.get("peak_memory") or {}).get("rss_bytes"),
+        ),
+        (
+            "peak device memory, MiB",
+            lambda r: (r.get("peak_memory") or {}).get("device_bytes"),
+        ),
+    ]
+    panels = [(t, f) for t, f in panels if _series(rows, f)]
+    fig = _figure(figsize=(5.5 * max(len(panels), 1), 4.2))
+    axes = np.atleast_1d(fig.subplots(1, max(len(panels), 1)))
+    for ax, (title, value) in zip(axes, panels):
+        _plot(ax, _series(rows, lambda r: _per_mib(value(r))))
+        ax.set_title(title)
+    if panels:
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return _png(fig)
+
+
+def _temp(row):
+    return (row["xla_memory"]["forward_gradient"] or {}).get("temp")
+
+
+def _per_mib(n):
+    return None if n is None else n / MiB
+
+
+# ---------------------------------------------------------------------------------
+# Files.
+
+
+def check_output(out, force: bool) -> pathlib.Path:
+    """Refuse an output path that is a file, or a non-empty directory unless
+    `force`."""
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"The output path {str(path)!r} exists and is a file.")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise FileExistsError(
+            f"The output directory {str(path)!r} exists and is not empty. Choose "
+            "another one, or pass `force=True` (`--force`) to overwrite the "
+            "benchmark's files in it."
+        )
+    return path
+
+
+def write_atomic(path: pathlib.Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def jsonable(value):
+    """`value` with NumPy numbers as Python ones and non-finite floats as `None`."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: pathlib.Path, results: dict) -> None:
+    text = json.dumps(jsonable(results), indent=1, allow_nan=False)
+    write_atomic(path, (text + "\n").encode())
+
+
+def write_report(out: pathlib.Path, results: dict) -> None:
+    write_json(out / "results.json", results)
+    write_atomic(out / "time_vs_steps.png", time_figure(results["rows"]))
+    write_atomic(out / "memory_vs_steps.png", memory_figure(results["rows"]))
+    write_atomic(out / "results.md", markdown(results).encode())
