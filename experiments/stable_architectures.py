@@ -32,7 +32,7 @@ points), at initialisation and after training, summarised by the ratio of the fi
 layer's to the last's; and whether training diverged (a non-finite state, which
 `nde.solve` and `nde.resnet` raise, or a non-finite loss).
 
-    python experiments/stable_architectures.py            # ~8 min on 2 CPU cores
+    python experiments/stable_architectures.py            # ~7 min of CPU time
     python experiments/stable_architectures.py --quick    # smoke test, seconds
 
 Results: `results.json`, `accuracy.png` and `gradient_norms.png` in `--out`
