@@ -1,4 +1,9 @@
-"""Every experiment script runs end to end with `--quick`, and writes its results."""
+"""Every experiment script runs end to end with `--quick`, and writes its results.
+
+Each run is a fresh process that imports JAX and compiles its models (10-20 s of
+CPU), so these tests are marked `slow`: `python -m pytest -m slow
+tests/test_experiments.py` runs them, as CI does in a step of its own.
+"""
 
 import json
 import math
@@ -29,6 +34,7 @@ def finite_numbers(value):
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", QUICK)
 def test_quick_run(script, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
