@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import jax
 from tqdm.auto import tqdm
 
-from ._bench import _torch
+from ._bench import _report, _torch
 from ._bench._measure import MemoryPool
 from ._bench._problem import dtype_note, Point, Problem
 from ._bench._registry import (
@@ -172,10 +172,14 @@ def bench(
 
     Every row also shows the ratio to a reference: a hand-written `jax.lax.scan`
     of the same fixed steps over the whole batch (the faster of a plain scan and
-    one that recomputes each step in the backward pass). The rows of one problem,
-    its reference and, if torch and torchdiffeq are installed, `torchdiffeq.odeint`
-    on the same problem, are timed interleaved in one process, so that their
-    ratios hold under a varying load.
+    one that recomputes each step in the backward pass; for an adaptive solve, as
+    many fixed steps as it took). The rows of one problem, its reference and, if
+    torch and torchdiffeq are installed, `torchdiffeq.odeint` on the same problem,
+    are timed interleaved in one process, so that their ratios hold under a varying
+    load. The batch is passed to `solve` the documented fast way: fixed-step
+    `"discretize"` under `jax.vmap`, the custom-VJP modes as one
+    `solve(..., batched=True)`, adaptive solves under `jax.vmap` (one step size per
+    example).
 
     **Arguments:** (all keyword only)
 
@@ -201,11 +205,14 @@ def bench(
         repeats per problem, roughly (fewer repeats where they cost more, at
         least 3).
     - `rtol`, `atol`, `max_steps`: of the adaptive solves.
-    - `memory`: measure peak memory in a fresh process per row (a few seconds per
-        row).
+    - `memory`: measure peak memory in a process of its own per row (a few
+        seconds each, run while the next problem compiles, never while one is
+        timed).
     - `torch`: compare with torchdiffeq where it is installed and the problem has
         a torch version (the dense fields; `euler`, `midpoint`, `heun`, `rk4` with
         fixed steps, adaptive `dopri5`).
+    - `torch_threads`: torch's intra-op threads during the comparison (`None`:
+        the preset's choice; the quick preset uses 1).
     - `seed`: seeds the parameters and the initial states.
     - `out`: the output directory, for `results.json`, `results.md` and the
         figures `time_vs_steps.png` and `memory_vs_steps.png`; `None` writes
@@ -311,6 +318,13 @@ def _measure_problem(problem, gradients, config, solve_options, bar, pool):
         for g in gradients
     ]
     return rows, dict(problem._asdict(), reference=None, torchdiffeq=None)
+
+
+def summary(results: dict) -> str:
+    """The tables of a benchmark's `results` (as `bench` returns them, or as read
+    from `results.json`), as the command prints them: one row per measured point,
+    the torchdiffeq comparison, and the notes on skipped points."""
+    return _report.summary(results)
 
 
 def _lanes() -> int:

@@ -311,8 +311,8 @@ def _bench(parser: argparse.ArgumentParser, kwargs: dict) -> int:
     # The memory workers run beside this process and need device memory of their
     # own: allocate on demand rather than take most of an accelerator up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from ._bench._report import check_output as check_bench_output, summary
-    from .bench import bench, configure as configure_bench
+    from ._bench._report import check_output as check_bench_output
+    from .bench import bench, configure as configure_bench, summary
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     config = inspect.signature(configure_bench).parameters

@@ -143,8 +143,9 @@ def test_output_files(tiny):
         in report
     )
     assert (
-        "- Hamiltonian, symplectic_euler, reversible, steps adaptive: skipped: "
-        "reversible gradients invert each step, which needs fixed steps" in report
+        "- skipped: reversible gradients invert each step, which needs fixed steps; "
+        "an adaptive solve has none: Hamiltonian, symplectic_euler, reversible, "
+        "steps adaptive." in report
     )
 
 

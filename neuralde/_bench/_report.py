@@ -119,14 +119,19 @@ def rows_table(rows: list[dict]) -> str:
 
 
 def notes_list(rows: list[dict]) -> str:
-    """Skipped and failed points, and notes on measured ones."""
-    lines = []
+    """Notes on measured points, one per point, and the skipped and failed points,
+    grouped by reason."""
+    lines, grouped = [], {}
     for r in rows:
         if r["note"] is None:
             continue
         what = f"{r['field']}, {r['solver']}, {r['gradient']}, steps {r['steps']}"
-        status = "" if r["status"] == "ok" else f"{r['status']}: "
-        lines.append(f"- {what}: {status}{r['note']}.")
+        if r["status"] == "ok":
+            lines.append(f"- {what}: {r['note']}.")
+        else:
+            grouped.setdefault((r["status"], r["note"]), []).append(what)
+    for (status, note), points in grouped.items():
+        lines.append(f"- {status}: {note}: {'; '.join(points)}.")
     return "\n".join(lines)
 
 
@@ -149,28 +154,46 @@ def device_memory_table(rows: list[dict]) -> str | None:
 
 
 def torch_table(problems: list[dict]) -> str | None:
-    compared = [p for p in problems if (p.get("torchdiffeq") or {}).get("status")]
-    if not compared:
+    """The torchdiffeq comparison of the problems where it ran, and why it did not
+    run on the others."""
+    tried = [p for p in problems if (p.get("torchdiffeq") or {}).get("status")]
+    if not tried:
         return None
-    lines = [
-        "| field | solver | steps | batch | width | dtype | neuralde best, ms "
-        "| odeint, ms | odeint_adjoint, ms | odeint / best |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
-    ]
+    compared = [p for p in tried if p["torchdiffeq"]["status"] == "ok"]
+    lines = []
+    if compared:
+        lines += [
+            "| field | solver | steps | batch | width | dtype | neuralde best, ms "
+            "| odeint, ms | odeint_adjoint, ms | odeint / best |",
+            "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        ]
     for p in compared:
         t = p["torchdiffeq"]
-        head = " | ".join(str(p[k]) for k in PROBLEM_KEYS)
-        if t["status"] != "ok":
-            lines.append(f"| {head} | — | — | — | {t['note']} |")
-            continue
         best = t["neuralde_best"]
         lines.append(
-            f"| {head} | {_ms(best['median_s'])} ({best['gradient']}) "
+            f"| {' | '.join(str(p[k]) for k in PROBLEM_KEYS)} "
+            f"| {_ms(best['median_s'])} ({best['gradient']}) "
             f"| {_ms(t['odeint']['forward_gradient']['median_s'])} "
             f"| {_ms(t['odeint_adjoint']['forward_gradient']['median_s'])} "
             f"| {t['ratio']:.2f}x |"
         )
-    return "\n".join(lines)
+    reasons = {}
+    for p in tried:
+        if p["torchdiffeq"]["status"] != "ok":
+            reasons.setdefault(p["torchdiffeq"]["note"], []).append(p)
+    if reasons:
+        lines.append("")
+    for note, skipped in reasons.items():
+        lines.append(f"Not compared on {len(skipped)} problem(s): {note}.")
+    return "\n".join(lines).strip()
+
+
+def grid_line(results: dict) -> str:
+    """The values of each axis of the grid, in words."""
+    grid = results["config"]["grid"]
+    axes = ("field", "solver", "gradient", "steps", "batch", "width", "dtype")
+    values = {a: list(dict.fromkeys(str(p[a]) for p in grid)) for a in axes}
+    return "; ".join(f"{a}: {', '.join(v)}" for a, v in values.items())
 
 
 def summary(results: dict) -> str:
@@ -190,10 +213,10 @@ def markdown(results: dict) -> str:
     rows = results["rows"]
     parts = [
         "# neuralde bench",
-        f"Preset `{config['preset']}`; {env['device_count']} x {env['device_kind']} "
-        f"({env['backend']}), CPU: {env['cpu']} ({env['cpu_count']} cores); jax "
-        f"{env['jax']}, diffrax {env['diffrax']}, equinox {env['equinox']}, "
-        f"neuralde {env['neuralde']}.",
+        f"{env['device_count']} x {env['device_kind']} ({env['backend']}), CPU: "
+        f"{env['cpu']} ({env['cpu_count']} cores); jax {env['jax']}, diffrax "
+        f"{env['diffrax']}, equinox {env['equinox']}, neuralde {env['neuralde']}.",
+        f"Preset `{config['preset']}`. Grid: {grid_line(results)}.",
         f"Forward and forward + gradient of `mean(y(t1)**2)` with respect to the "
         f"field's parameters, {config['layers']} layers, jit-compiled; medians over "
         "repeats timed interleaved in one process, after compilation and warm-up. "
@@ -202,7 +225,7 @@ def markdown(results: dict) -> str:
         "steps as the adaptive solve took). Spread: half the interquartile range of "
         "forward + gradient, relative to its median. XLA temp: the compiled forward + "
         "gradient's temporary buffers. Peak RSS: the whole process, JAX included, "
-        "measured in a fresh process per row.",
+        "of one forward + gradient in a process of its own.",
         rows_table(rows),
     ]
     device = device_memory_table(rows)
