@@ -31,6 +31,7 @@ class Linear(eqx.Module):
         return self.A @ y
 
 
+@pytest.mark.slow
 def test_hutchinson_converges_to_exact_frobenius(getkey):
     A = jax.random.normal(getkey(), (4, 4))
     exact = 2.0 * jnp.sum(A**2)  # integral over [0, 2] of ||A||_F^2
@@ -52,6 +53,7 @@ def test_hutchinson_converges_to_exact_frobenius(getkey):
     assert errs[0] / errs[1] > 2.5 and errs[1] / errs[2] > 2.5, errs
 
 
+@pytest.mark.slow
 def test_hutchinson_nonlinear_field(getkey):
     field = nde.fields.Antisymmetric(3, key=getkey())
     y0 = jax.random.normal(getkey(), (3,))
@@ -82,6 +84,7 @@ def _penalty_fn(field, y0, **kw):
     "solver, gradient",
     [("rk4", "checkpoint"), ("reversible_heun", "reversible"), ("rk4", "adjoint")],
 )
+@pytest.mark.slow
 def test_penalties_differentiate_under_every_gradient_mode(getkey, solver, gradient):
     field = nde.fields.MLP(3, layers=2, key=getkey())
     y0 = jax.random.normal(getkey(), (3,))

@@ -70,6 +70,7 @@ def test_reversible_gradient_equals_discretize(getkey, name):
     assert rel < 1e-10, rel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_vmapped_reversible_gradient_equals_discretize(getkey, name):
     # Under vmap the reverse pass runs on the whole batch (a custom batching rule).
@@ -171,6 +172,7 @@ def test_mccallum_foster_keeps_solver_order(getkey):
         assert abs(slope - order) < 0.3, (inner, slope)
 
 
+@pytest.mark.slow
 def test_checkpoint_on_reversible_wrapper_matches(getkey):
     field, y0, solver = _case("antisymmetric", getkey())
     f_chk, x = _loss_fn(field, y0, solver, "checkpoint", steps=20)
@@ -178,6 +180,7 @@ def test_checkpoint_on_reversible_wrapper_matches(getkey):
     assert jnp.allclose(jax.grad(f_chk)(x), jax.grad(f_rev)(x), rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_training_a_reversible_block(getkey):
     class Model(eqx.Module):
         field: nde.fields.Hamiltonian
@@ -276,6 +279,7 @@ def test_bad_input(getkey):
         nde.stability.reversibility_error(field, y0, solver="euler", steps=4)
 
 
+@pytest.mark.slow
 def test_vmap_rule_branches(getkey):
     # Shared parameters take the batched reverse pass; per-example parameters (vmap
     # over fields) fall back to one pass per example; nested vmaps compose.
@@ -354,6 +358,7 @@ def test_unstable_reconstruction_raises(getkey):
         jax.grad(loss)(field)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hamiltonian", "mlp"])
 @pytest.mark.parametrize("gradient", ["reversible", "checkpoint", "discretize"])
 def test_batched_solve_equals_vmap(getkey, name, gradient):

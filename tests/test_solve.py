@@ -122,6 +122,7 @@ def test_gradients_match_finite_differences(getkey, name, solver, gradient):
 @pytest.mark.parametrize(
     "name, solver", [("mlp", "rk4"), ("antisymmetric", "midpoint")]
 )
+@pytest.mark.slow
 def test_adjoint_gradient_matches_finite_differences(getkey, name, solver):
     field, y0 = _case(name, getkey())
     # The continuous adjoint differs from the gradient of the discrete forward map by
@@ -134,6 +135,7 @@ def test_adjoint_gradient_matches_finite_differences(getkey, name, solver):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, solver", CASES)
 def test_checkpoint_equals_discretize(getkey, name, solver):
     field, y0 = _case(name, getkey())
@@ -156,6 +158,7 @@ def test_checkpoint_equals_discretize(getkey, name, solver):
         assert jnp.allclose(g, ref_g, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_adjoint_converges_to_discretize(getkey):
     # layers=1: the field is smooth in t, so the adjoint approaches the discrete
     # gradient at the solver's order.

@@ -142,6 +142,7 @@ def test_arnoldi_breakdown_adds_no_spurious_eigenvalues(getkey):
 # --- Flow sensitivity -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flow_sensitivity_matches_svd_of_flow_jacobian(getkey):
     key = getkey()
 

@@ -34,6 +34,7 @@ def quick(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_quick_study_writes_report(quick):
     out, results = quick
     saved = json.loads((out / "results.json").read_text())
@@ -61,6 +62,7 @@ def test_quick_study_writes_report(quick):
     assert "| MLP | 16 | 16 | 0." in report
 
 
+@pytest.mark.slow
 def test_diverged_run_is_reported_and_the_study_goes_on(quick):
     out, results = quick
     report = (out / "report.md").read_text()
@@ -81,6 +83,7 @@ def test_diverged_run_is_reported_and_the_study_goes_on(quick):
     assert report.count("**diverged**") == 2
 
 
+@pytest.mark.slow
 def test_example_2d_flow_sensitivity(quick):
     _, results = quick
     example = results["example_2d"]
@@ -101,6 +104,7 @@ def test_example_2d_flow_sensitivity(quick):
     assert example["expanding"]["sigma_max_max"] > 10
 
 
+@pytest.mark.slow
 def test_do_vs_od_converges(quick):
     _, results = quick
     dood = results["do_vs_od"]
@@ -112,6 +116,7 @@ def test_do_vs_od_converges(quick):
         assert fine < coarse / 100, name
 
 
+@pytest.mark.slow
 def test_cli_quick_and_force(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
