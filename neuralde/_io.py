@@ -45,3 +45,18 @@ def jsonable(value):
 def write_json(path: pathlib.Path, results: dict) -> None:
     text = json.dumps(jsonable(results), indent=1, allow_nan=False)
     write_atomic(path, (text + "\n").encode())
+
+
+def check_output(out: str | os.PathLike, force: bool, *, what: str) -> pathlib.Path:
+    """Refuse an output path that is a file, or a directory that holds files unless
+    `force`; `what` names the files that would be overwritten."""
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"The output path {str(path)!r} exists and is a file.")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise FileExistsError(
+            f"The output directory {str(path)!r} exists and is not empty. Choose "
+            f"another one, or pass `force=True` (`--force`) to overwrite {what} in "
+            "it."
+        )
+    return path

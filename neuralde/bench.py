@@ -20,15 +20,10 @@ from ._bench._registry import (
     gradient_name,
     solver_name,
 )
-from ._bench._report import (
-    check_output,
-    environment,
-    jsonable,
-    write_json,
-    write_report,
-)
+from ._bench._report import check_output, environment, write_report
 from ._bench._run import run_problem
 from ._checks import positive_int
+from ._io import jsonable, write_json
 from ._solve import GRADIENTS
 
 

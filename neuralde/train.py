@@ -166,7 +166,7 @@ def fit(
         return fn(m, batch, **kwargs)
 
     @jax.jit
-    def train_step(params, opt_state, data, order, key_data, step):
+    def train_step(params, opt_state, loss_sum, data, order, key_data, step):
         traces.append(None)
         i = step % per_epoch
         idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
@@ -182,7 +182,8 @@ def fit(
             "gradients (optax.clip_by_global_norm), or check the data.",
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss_sum + loss
 
     @jax.jit
     def evaluate(params, batch, key_data, step):
@@ -235,10 +236,15 @@ def fit(
         epoch = step // per_epoch
         if epoch != order_epoch:
             order, order_epoch = permutation(state["key"], epoch), epoch
-        state["params"], state["opt_state"], loss = train_step(
-            state["params"], state["opt_state"], data, order, state["key"], step
+        state["params"], state["opt_state"], state["loss_sum"] = train_step(
+            state["params"],
+            state["opt_state"],
+            state["loss_sum"],
+            data,
+            order,
+            state["key"],
+            step,
         )
-        state["loss_sum"] = state["loss_sum"] + loss
         meta["step"], meta["since"] = step + 1, meta["since"] + 1
         bar.update()
         last = meta["step"] == total

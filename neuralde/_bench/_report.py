@@ -3,16 +3,15 @@ figures, and atomic file writes."""
 
 import importlib.metadata
 import io
-import json
-import math
 import os
 import pathlib
 import platform
-import uuid
 
 import jax
 import numpy as np
 
+from .. import _io
+from .._io import write_atomic, write_json
 from . import _torch
 
 
@@ -349,48 +348,7 @@ def _per_mib(n):
 
 
 def check_output(out, force: bool) -> pathlib.Path:
-    """Refuse an output path that is a file, or a non-empty directory unless
-    `force`."""
-    path = pathlib.Path(out)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"The output path {str(path)!r} exists and is a file.")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise FileExistsError(
-            f"The output directory {str(path)!r} exists and is not empty. Choose "
-            "another one, or pass `force=True` (`--force`) to overwrite the "
-            "benchmark's files in it."
-        )
-    return path
-
-
-def write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def jsonable(value):
-    """`value` with NumPy numbers as Python ones and non-finite floats as `None`."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic):
-        return jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: pathlib.Path, results: dict) -> None:
-    text = json.dumps(jsonable(results), indent=1, allow_nan=False)
-    write_atomic(path, (text + "\n").encode())
+    return _io.check_output(out, force, what="the benchmark's files")
 
 
 def write_report(out: pathlib.Path, results: dict) -> None:

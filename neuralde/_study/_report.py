@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 
+from .. import _io
 from .._io import write_atomic, write_json
 
 
@@ -21,18 +22,7 @@ FIGURES = (
 
 
 def check_output(out: str | os.PathLike, force: bool) -> pathlib.Path:
-    """Refuse an output path that is a file, or a directory that holds files unless
-    `force`."""
-    path = pathlib.Path(out)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"The output path {str(path)!r} exists and is a file.")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise FileExistsError(
-            f"The output directory {str(path)!r} exists and is not empty. Choose "
-            "another one, or pass `force=True` (`--force`) to overwrite the study's "
-            "files in it."
-        )
-    return path
+    return _io.check_output(out, force, what="the study's files")
 
 
 def prepare_output(out: str | os.PathLike, force: bool) -> pathlib.Path:

@@ -1,3 +1,4 @@
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -199,11 +200,11 @@ class GAT(eqx.Module):
         dtype = jnp.result_type(float) if dtype is None else dtype
         wkey, akey = jr.split(key)
         # Glorot-uniform, as in the reference implementation.
-        lim = jnp.sqrt(6 / (in_features + out_features))
+        lim = math.sqrt(6 / (in_features + out_features))
         self.weight = jr.uniform(
             wkey, (num_heads, out_features, in_features), dtype, -lim, lim
         )
-        lim = jnp.sqrt(6 / (2 * out_features + 1))
+        lim = math.sqrt(6 / (2 * out_features + 1))
         self.attention = jr.uniform(
             akey, (num_heads, 2 * out_features), dtype, -lim, lim
         )
