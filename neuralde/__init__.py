@@ -5,6 +5,7 @@ import importlib.metadata
 from . import (
     data as data,
     fields as fields,
+    gradients as gradients,
     losses as losses,
     nn as nn,
     regularizers as regularizers,
@@ -13,7 +14,7 @@ from . import (
 )
 from ._resnet import resnet as resnet
 from ._solve import solve as solve
-from ._solvers import Leapfrog as Leapfrog, Reversible as Reversible, RK4 as RK4
+from ._solvers import Leapfrog as Leapfrog, ReversibleRK as ReversibleRK, RK4 as RK4
 from .study import study as study
 
 

@@ -1,4 +1,3 @@
-import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -11,20 +10,19 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from ._checks import positive_int
+from ._nonfinite import raise_if
 from ._penalties import AbstractPenalty, augment
-from ._reversible import reversible_loop
 from ._solvers import (
+    check_fixed_steps,
     get_solver,
-    is_adaptive,
-    is_reversible,
+    has_error_estimate,
     is_two_stream,
-    REVERSIBLE_NAMES,
 )
-from ._steps import all_finite, raise_if_nonfinite, scan_steps, step_grid
+from ._steps import step_grid
 from .fields import AbstractField, AbstractTwoStreamField
+from .gradients import AbstractGradient, as_gradient, Integration
 
 
-GRADIENTS = ("discretize", "checkpoint", "adjoint", "reversible")
 Gradient = Literal["discretize", "checkpoint", "adjoint", "reversible"]
 
 
@@ -37,8 +35,7 @@ def solve(
     steps: int | None = None,
     dt0: float | None = None,
     solver: str | dfx.AbstractSolver = "rk4",
-    gradient: Gradient | dfx.AbstractAdjoint = "discretize",
-    checkpoints: int | None = None,
+    gradient: Gradient | AbstractGradient | dfx.AbstractAdjoint = "discretize",
     ts: ArrayLike | None = None,
     args: PyTree = None,
     rtol: float | None = None,
@@ -46,7 +43,7 @@ def solve(
     max_steps: int = 4096,
     regularizers: Sequence[AbstractPenalty] = (),
     key: PRNGKeyArray | None = None,
-    batched: bool = False,
+    batched: bool | None = None,
 ) -> PyTree[Array] | tuple[PyTree[Array], Array]:
     """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax.
 
@@ -54,42 +51,39 @@ def solve(
 
     - `field`: the vector field, `field(t, y, args)`: a `neuralde.fields` field or any
         callable with diffrax's signature.
-    - `y0`: the initial state of one example (batch with `jax.vmap`); a tuple
-        `(y0, z0)` for two-stream fields.
+    - `y0`: the initial state: one example, or a batch of them (see `batched`); a
+        tuple `(y0, z0)` for two-stream fields.
     - `t0`, `t1`: the interval. `t1=None` takes the field's own `t1` (1.0 for fields
-        that carry none).
-    - `steps`: take this many equal steps (any solver).
-    - `dt0`: a fixed-step solver takes steps of `dt0` (the last one shortened to end
-        at `t1`); an adaptive solver (`tsit5`, `dopri5`) starts with it. An adaptive
-        solve may omit both `steps` and `dt0` and let diffrax pick the first step.
+        that carry none). `t1 < t0` integrates backwards in time.
+    - `steps`, `dt0`, `rtol`, `atol`: the steps. One rule for every solver:
+        - `steps=n`: `n` equal steps;
+        - `dt0=h`: fixed steps of `h` (the last one shortened to end at `t1`; `h`
+            has the sign of `t1 - t0`, as in diffrax);
+        - `rtol=`/`atol=` (default `1e-5`/`1e-6`), or none of these four: adaptive
+            steps (`diffrax.PIDController`), with `dt0`, if given, as the first
+            step. They need a solver with an error estimate (`heun`, `midpoint`,
+            `tsit5`, `dopri5`, `reversible_heun`, or a diffrax adaptive solver).
     - `solver`: one of `"euler"`, `"midpoint"`, `"heun"`, `"rk4"` (default),
         `"tsit5"`, `"dopri5"`, `"symplectic_euler"`, `"leapfrog"`,
         `"reversible_heun"`, or any `diffrax.AbstractSolver`. `symplectic_euler` and
         `leapfrog` need a two-stream field (`neuralde.fields.AbstractTwoStreamField`).
-    - `gradient`: how reverse-mode derivatives are taken:
-        - `"discretize"`: backpropagation through the solver's steps
-            (discretize-then-optimise). Fixed steps run as a `lax.scan` over the
-            diffrax solver's `step`, which also supports forward mode;
-        - `"checkpoint"`: the same gradient through
-            `diffrax.RecursiveCheckpointAdjoint(checkpoints)`: binomial
-            checkpointing, less memory for more compute;
-        - `"adjoint"`: the continuous adjoint solved backwards
-            (`diffrax.BacksolveAdjoint`, optimise-then-discretise); it approximates
-            the gradient of the discrete network and needs a one-term solver;
-        - `"reversible"`: the same gradient as `"discretize"`, in memory that does
-            not grow with the number of steps: the backward pass rebuilds each
-            state by inverting the steps of a reversible solver (`symplectic_euler`,
-            `leapfrog`, `reversible_heun`, or `neuralde.Reversible` around a
-            Runge–Kutta solver), and takes one VJP per step;
+    - `gradient`: how reverse-mode derivatives are taken: a mode of
+        [`neuralde.gradients`][], or its name:
+        - `"discretize"` ([`neuralde.gradients.Discretize`][]): backpropagation
+            through the solver's steps;
+        - `"checkpoint"` ([`neuralde.gradients.Checkpoint`][]): the same gradient
+            in $O(\\sqrt n)$ memory; `Checkpoint(checkpoints=k, levels=2)` sets it;
+        - `"adjoint"` ([`neuralde.gradients.Adjoint`][]): the continuous adjoint
+            solved backwards (optimise-then-discretise), for one-term solvers;
+        - `"reversible"` ([`neuralde.gradients.Reversible`][]): the gradient of
+            `"discretize"` in memory that does not grow with the steps, for
+            reversible solvers (`symplectic_euler`, `leapfrog`, `reversible_heun`,
+            `neuralde.ReversibleRK`);
         - or any `diffrax.AbstractAdjoint`.
-    - `checkpoints`: with `gradient="checkpoint"`, the number of checkpoints.
-        Default: $\\lceil\\sqrt{\\text{steps}}\\rceil$ for fixed steps (memory and
-        recomputation both $O(\\sqrt{n})$), diffrax's online choice for adaptive
-        solves.
     - `ts`: return the states at these times, stacked on a leading axis, rather than
-        the state at `t1`. They must lie in `[t0, t1]` and increase.
+        the state at `t1`. They must lie between `t0` and `t1` and run in the
+        direction of integration.
     - `args`: passed to `field`.
-    - `rtol`, `atol`: tolerances of adaptive solvers (default `1e-5`, `1e-6`).
     - `max_steps`: the most steps an adaptive solve may take.
     - `regularizers`: penalties integrated alongside the state, such as
         `neuralde.regularizers.KineticEnergy()` and `JacobianFrobenius()` (Finlay et
@@ -99,25 +93,36 @@ def solve(
         to depend on the other stream only.
     - `key`: PRNG key for stochastic penalties (Hutchinson's estimator): a fresh one
         per training step.
-    - `batched`: `y0` carries a leading batch axis, and the field (which acts on one
-        example) is vmapped inside the solve. The result equals
-        `jax.vmap(lambda y: solve(field, y, ...))(y0)`. It matters for the custom
-        VJPs (`"reversible"`, `"checkpoint"`, `"adjoint"`): under an outer
-        `jax.vmap`, JAX runs their backward pass per example, keeping one parameter
-        cotangent per example at every step; here the backward pass sees the batch
-        and sums as it goes. Not with `regularizers`.
+    - `batched`: whether `y0` is a batch, with a leading batch axis on every leaf.
+        The field acts on one example and is vmapped inside the solve. Default
+        (`None`): a batch when the field declares the shape of one example
+        (`field.state_shape()`, as the neuralde fields do) and `y0` has one more
+        leading axis; pass `True` for a plain callable.
+
+        A batch passed to `solve` is the fast way to batch every mode: the backward
+        passes of `"adjoint"` and `"reversible"` (custom VJPs) then see the whole
+        batch and sum the parameter gradient as they go. Under an outer `jax.vmap`
+        they are correct but run per example, carrying one parameter cotangent per
+        example at every step. (`"discretize"` and `"checkpoint"` have no custom
+        VJP and are as fast either way.) With fixed steps a batched solve equals
+        `jax.vmap` over the examples; with adaptive steps the batch shares one step
+        size, chosen by the error of the whole batch, so it agrees with `jax.vmap`
+        (one step size per example) to the tolerances only.
 
     **Returns:** the state at `t1`, shaped like `y0`; with `ts`, the states at `ts`.
     With `regularizers`, the pair `(y1, penalties)`, where `penalties[i]` is the
     integral of `regularizers[i]` over `[t0, t1]` (with `ts`: over `[t0, ts[k]]`,
     stacked).
 
-    A state that becomes non-finite raises an error that names the time reached.
+    A state that becomes non-finite raises an error that names the time reached,
+    inside `jit`, under `grad` and under `vmap` (naming the failing example's time).
     """
+    mode = as_gradient(gradient)
+    batched = is_batch(field, y0, batched)
     if regularizers and batched:
         raise ValueError(
-            "`regularizers` integrate one penalty per example: use them with an outer "
-            "`jax.vmap` rather than `batched=True`."
+            "`regularizers` integrate one penalty per example: use them on one "
+            "example, batched with `jax.vmap`, rather than on a batch."
         )
     if regularizers:
         if is_two_stream(get_solver(solver)):
@@ -131,7 +136,7 @@ def solve(
         field, y0 = augment(field, y0, regularizers, key)
     elif key is not None:
         raise ValueError("`key` is used by stochastic `regularizers` only.")
-    terms, solver_obj, t0, t1, grid = setup(
+    problem = setup(
         field,
         y0,
         t0=t0,
@@ -139,34 +144,39 @@ def solve(
         steps=steps,
         dt0=dt0,
         solver=solver,
-        gradient=gradient,
-        checkpoints=checkpoints,
+        gradient=mode,
         ts=ts,
         args=args,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
         batched=batched,
     )
-    if gradient == "reversible":
-        return reversible_loop((y0, terms, args), solver_obj, grid)
-    if gradient == "discretize" and grid is not None and ts is None:
-        y1, _, bad = scan_steps(terms, solver_obj, grid, y0, args)
-        return raise_if_nonfinite(y1, bad, grid)
-    return _diffeqsolve(
-        terms,
-        solver_obj,
-        t0,
-        t1,
-        dt0,
-        y0,
-        args,
-        grid,
-        ts,
-        gradient,
-        checkpoints,
-        rtol,
-        atol,
-        max_steps,
+    return _solve(mode, problem, y0)
+
+
+# One compiled function for eager calls of the same shapes (a fresh closure per call
+# would compile every time); inside the caller's `jit` it is inlined.
+@eqx.filter_jit
+def _solve(mode: AbstractGradient, problem: Integration, y0):
+    return mode.solve(problem, y0)
+
+
+def is_batch(field, y0, batched: bool | None) -> bool:
+    """Whether `y0` is a batch: `batched`, or, when it is `None`, whether the field
+    declares the shape of one example and every leaf of `y0` has one more leading
+    axis."""
+    if batched is not None:
+        if not isinstance(batched, bool):
+            raise TypeError(f"`batched` must be True, False or None, got {batched!r}.")
+        return batched
+    shape = field.state_shape() if isinstance(field, AbstractField) else None
+    if shape is None:
+        return False
+    leaves = jtu.tree_leaves(y0)
+    return bool(leaves) and all(
+        jnp.ndim(x) == len(shape) + 1 and jnp.shape(x)[1:] == tuple(shape)
+        for x in leaves
     )
 
 
@@ -179,46 +189,29 @@ def setup(
     steps,
     dt0,
     solver,
-    gradient,
-    checkpoints,
+    gradient: AbstractGradient,
     ts,
     args,
     rtol=None,
     atol=None,
+    max_steps=4096,
     batched=False,
-):
-    """Validate the arguments of a solve. Returns its terms, solver, `t0` and `t1` in
-    the state's dtype, and the `StepGrid` of fixed steps (`None` for adaptive steps)."""
+) -> Integration:
+    """Validate the arguments of a solve: the `Integration` that `gradient` runs, its
+    times in the state's dtype."""
     solver_obj = get_solver(solver)
-    check_gradient(gradient, checkpoints)
     t1 = _default_t1(field, t1)
     _check_interval(t0, t1)
     dtype = _state_dtype(y0)
-    adaptive = steps is None and is_adaptive(solver_obj)
-    _check_steps(steps, dt0, adaptive, solver)
-    if not adaptive and (rtol is not None or atol is not None):
-        raise ValueError(
-            "`rtol`/`atol` control adaptive step sizes; a solve with fixed steps "
-            "(`steps=`, or a fixed-step solver) does not use them."
-        )
-    if gradient == "reversible":
-        if adaptive or not is_reversible(solver_obj):
-            raise ValueError(
-                '`gradient="reversible"` needs fixed steps of a reversible solver: '
-                f"one of {', '.join(REVERSIBLE_NAMES)}, with `steps=` or `dt0=`; got "
-                f"{solver!r}{' (adaptive)' if adaptive else ''}."
-            )
-        if ts is not None:
-            raise ValueError(
-                '`gradient="reversible"` returns the final state only, as it stores '
-                "no trajectory; solve up to each time of `ts` separately, or use "
-                '`gradient="checkpoint"` with `ts=`.'
-            )
+    adaptive = _check_steps(steps, dt0, rtol, atol, solver_obj, solver)
+    max_steps = positive_int(max_steps, "max_steps")
+    gradient.check(solver_obj, adaptive=adaptive, ts=ts is not None)
     terms = make_terms(field, solver_obj)
     t0 = _as_time(t0, dtype)
     t1 = _as_time(t1, dtype)
     if ts is not None:
         _check_ts(ts, t0, t1)
+        ts = jnp.asarray(ts, dtype)
     if batched:
         check_field_output(field, t0, _first_example(y0), args)
         terms = jtu.tree_map(
@@ -228,10 +221,28 @@ def setup(
         )
     else:
         check_field_output(field, t0, y0, args)
-
+    if any(isinstance(t, jax.core.Tracer) for t in (t0, t1)):
+        t1 = raise_if(
+            t1,
+            t1 == t0,
+            0,
+            ["neuralde: the interval is empty (t0 == t1); give t1 != t0."],
+        )
     steps = None if steps is None else positive_int(steps, "steps")
     grid = None if adaptive else step_grid(t0, t1, steps, dt0, dtype)
-    return terms, solver_obj, t0, t1, grid
+    return Integration(
+        terms,
+        solver_obj,
+        t0,
+        t1,
+        grid,
+        ts,
+        args,
+        dt0=dt0 if adaptive else None,
+        rtol=1e-5 if rtol is None else rtol,
+        atol=1e-6 if atol is None else atol,
+        max_steps=max_steps,
+    )
 
 
 def make_terms(field, solver: dfx.AbstractSolver):
@@ -274,136 +285,6 @@ def check_field_output(field, t0, y0, args) -> None:
             )
 
 
-def _diffeqsolve(
-    terms,
-    solver,
-    t0,
-    t1,
-    dt0,
-    y0,
-    args,
-    grid,
-    ts,
-    gradient,
-    checkpoints,
-    rtol,
-    atol,
-    max_steps,
-):
-    times = None if grid is None else grid.times()
-    if times is None:
-        controller = dfx.PIDController(
-            rtol=1e-5 if rtol is None else rtol, atol=1e-6 if atol is None else atol
-        )
-        n = max_steps
-    else:
-        controller = dfx.StepTo(ts=times)
-        dt0 = None
-        n = times.shape[0] - 1
-    if isinstance(gradient, dfx.AbstractAdjoint):
-        adjoint = gradient
-        if isinstance(adjoint, dfx.BacksolveAdjoint) and times is not None:
-            adjoint = _backsolve_on(times, adjoint.kwargs)
-    elif gradient == "discretize":
-        adjoint = dfx.RecursiveCheckpointAdjoint(
-            checkpoints=None if times is None else n
-        )
-    elif gradient == "checkpoint":
-        if checkpoints is None and times is not None:
-            checkpoints = math.ceil(math.sqrt(n))
-        adjoint = dfx.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
-    else:
-        if is_two_stream(solver):
-            raise ValueError(
-                f'`gradient="adjoint"` integrates the adjoint backwards with the '
-                f"same solver, and diffrax's `BacksolveAdjoint` accepts one-term "
-                f"solvers only, not {type(solver).__name__}. Use "
-                '`gradient="discretize"` or `"checkpoint"` with this solver, or a '
-                "one-term solver such as 'rk4' with the adjoint."
-            )
-        adjoint = dfx.BacksolveAdjoint() if times is None else _backsolve_on(times, {})
-    if ts is None:
-        saveat = dfx.SaveAt(t1=True)
-    else:
-        ts = jnp.asarray(ts, t0.dtype)
-        saveat = dfx.SaveAt(ts=ts)
-    # The first evaluation of the field at a non-finite state names the time reached.
-    label_times = _label_times(t0, t1, grid)
-    terms = jtu.tree_map(
-        lambda term: dfx.ODETerm(_FiniteInput(term.vector_field, label_times)),
-        terms,
-        is_leaf=lambda x: isinstance(x, dfx.ODETerm),
-    )
-    sol = dfx.diffeqsolve(
-        terms,
-        solver,
-        t0,
-        t1,
-        dt0,
-        y0,
-        args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        max_steps=n,
-    )
-    if ts is None:
-        y = jtu.tree_map(lambda x: x[-1], sol.ys)
-        saved = t1[None]
-    else:
-        y = sol.ys
-        saved = ts
-    # A state that became non-finite in the last step is seen by no evaluation.
-    ok = jax.vmap(all_finite)(sol.ys)
-    if isinstance(saved, jax.core.Tracer):
-        msgs = [
-            f"by saved time {i + 1} of {saved.shape[0]}" for i in range(saved.shape[0])
-        ]
-    else:
-        msgs = [f"by t = {t:.6g}" for t in jax.device_get(saved).tolist()]
-    msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
-    return eqx.branched_error_if(y, ~jnp.all(ok), jnp.argmin(ok), msgs)
-
-
-def _backsolve_on(times, kwargs) -> dfx.BacksolveAdjoint:
-    """`BacksolveAdjoint` whose backward solve steps through the forward grid
-    reversed: the adjoint of the same discretisation, and no time grid of diffrax's
-    own (`ConstantStepSize` would place the steps differently from `dt0=` grids)."""
-    kwargs = dict(kwargs)
-    kwargs.setdefault("stepsize_controller", dfx.StepTo(ts=times[::-1]))
-    return dfx.BacksolveAdjoint(**kwargs)
-
-
-def _label_times(t0, t1, grid) -> tuple[float, ...] | None:
-    """The times that may name where a state was found non-finite: the step times of
-    a fixed grid, or 1000 bins of `[t0, t1]` for adaptive steps; `None` when traced.
-    """
-    if grid is not None:
-        times = grid.concrete_times()
-        return None if times is None else tuple(times.tolist())
-    if isinstance(t0, jax.core.Tracer) or isinstance(t1, jax.core.Tracer):
-        return None
-    return tuple(np.linspace(float(t0), float(t1), 1001).tolist())
-
-
-class _FiniteInput(eqx.Module):
-    """A vector field that raises when evaluated at a non-finite state, naming the
-    nearest of `times`."""
-
-    vector_field: Callable
-    times: tuple[float, ...] | None = eqx.field(static=True)
-
-    def __call__(self, t, y, args):
-        if self.times is None:
-            index, msgs = 0, ["during the solve"]
-        else:
-            index = jnp.argmin(jnp.abs(jnp.asarray(self.times, jnp.result_type(t)) - t))
-            msgs = [f"at t = {s:.6g}" for s in self.times]
-        msgs = [f"neuralde: the state became non-finite {m}." for m in msgs]
-        y = eqx.branched_error_if(y, ~all_finite(y), index, msgs)
-        return self.vector_field(t, y, args)
-
-
 class _Vmapped(eqx.Module):
     """A vector field of one example, applied to a batch."""
 
@@ -442,11 +323,11 @@ def _default_t1(field, t1):
 
 def _check_interval(t0, t1) -> None:
     if isinstance(t0, jax.core.Tracer) or isinstance(t1, jax.core.Tracer):
-        return
-    if not float(t1) > float(t0):
+        return  # checked inside `jit` by `setup`
+    if float(t1) == float(t0):
         raise ValueError(
-            f"neuralde integrates forwards in time: need t1 > t0, got t0={float(t0)}, "
-            f"t1={float(t1)}."
+            f"The interval is empty: t0 = t1 = {float(t0)}. Give t1 > t0, or t1 < t0 "
+            "to integrate backwards in time."
         )
 
 
@@ -463,28 +344,45 @@ def _state_dtype(y0):
     return jnp.result_type(*leaves)
 
 
-def _check_steps(steps, dt0, adaptive, solver) -> None:
-    if steps is not None and dt0 is not None:
-        raise ValueError(
-            "Pass either `steps=` (the number of equal steps) or `dt0=` (the step "
-            f"size), not both; got steps={steps!r}, dt0={dt0!r}."
-        )
-    if steps is None and dt0 is None and not adaptive:
-        raise ValueError(
-            f"The fixed-step solver {solver!r} needs `steps=` (the number of equal "
-            "steps) or `dt0=` (the step size)."
-        )
+def _check_steps(steps, dt0, rtol, atol, solver, name) -> bool:
+    """Validate the step options; returns whether the solve adapts its steps."""
+    for value, what in ((rtol, "rtol"), (atol, "atol")):
+        if value is not None and not (
+            isinstance(value, jax.core.Tracer) or float(value) > 0
+        ):
+            raise ValueError(f"`{what}` must be positive, got {value!r}.")
+    tolerances = rtol is not None or atol is not None
     if steps is not None:
         positive_int(steps, "steps")
-    if dt0 is not None:
-        if isinstance(dt0, jax.core.Tracer):
-            if not adaptive:
-                raise TypeError(
-                    "A fixed-step solve needs a concrete `dt0` to know its number of "
-                    "steps; pass `steps=` instead when the times are traced."
-                )
-        elif not float(dt0) > 0:
-            raise ValueError(f"`dt0` must be positive, got {dt0!r}.")
+        if dt0 is not None:
+            raise ValueError(
+                "Pass either `steps=` (the number of equal steps) or `dt0=` (the "
+                f"step size), not both; got steps={steps!r}, dt0={dt0!r}."
+            )
+        if tolerances:
+            raise ValueError(
+                "`rtol`/`atol` make the steps adaptive, and `steps=` fixes them: "
+                "pass one or the other."
+            )
+    if dt0 is not None and not isinstance(dt0, jax.core.Tracer):
+        if not np.isfinite(float(dt0)) or float(dt0) == 0:
+            raise ValueError(f"`dt0` must be a non-zero step size, got {dt0!r}.")
+    adaptive = tolerances or (steps is None and dt0 is None)
+    if adaptive and not has_error_estimate(solver):
+        raise ValueError(
+            f"{name!r} has no error estimate, so it cannot adapt its steps. Pass "
+            "`steps=` (equal steps) or `dt0=` (fixed steps of that size), or use an "
+            "adaptive solver such as 'tsit5' or 'dopri5' (with `rtol=`/`atol=`, or "
+            "none of `steps`, `dt0`)."
+        )
+    if not adaptive:
+        check_fixed_steps(solver)
+    if not adaptive and isinstance(dt0, jax.core.Tracer):
+        raise TypeError(
+            "A fixed-step solve needs a concrete `dt0` to know its number of steps; "
+            "pass `steps=` instead when the times are traced."
+        )
+    return adaptive
 
 
 def _check_ts(ts, t0, t1) -> None:
@@ -495,29 +393,11 @@ def _check_ts(ts, t0, t1) -> None:
     if any(isinstance(x, jax.core.Tracer) for x in (ts, t0, t1)):
         return
     ts = np.asarray(ts, np.float64)
-    if ts[0] < float(t0) or ts[-1] > float(t1) or np.any(np.diff(ts) <= 0):
+    sign = 1.0 if float(t1) > float(t0) else -1.0
+    lo, hi = sorted((float(t0), float(t1)))
+    if ts.min() < lo or ts.max() > hi or np.any(sign * np.diff(ts) <= 0):
         raise ValueError(
-            f"`ts` must increase strictly and lie in [t0, t1] = [{float(t0)}, "
-            f"{float(t1)}]; got {ts.tolist() if ts.size <= 8 else ts}."
-        )
-
-
-def check_gradient(gradient, checkpoints) -> None:
-    if checkpoints is not None:
-        positive_int(checkpoints, "checkpoints")
-    if isinstance(gradient, dfx.AbstractAdjoint):
-        if checkpoints is not None:
-            raise ValueError(
-                '`checkpoints` configures `gradient="checkpoint"`; with a diffrax '
-                "adjoint, set it on the adjoint itself."
-            )
-        return
-    if gradient not in GRADIENTS:
-        raise ValueError(
-            f"Unknown gradient {gradient!r}. Use one of {', '.join(GRADIENTS)}, or a "
-            "`diffrax.AbstractAdjoint` instance."
-        )
-    if checkpoints is not None and gradient != "checkpoint":
-        raise ValueError(
-            f'`checkpoints` applies to `gradient="checkpoint"` only, not {gradient!r}.'
+            f"`ts` must lie between t0 = {float(t0)} and t1 = {float(t1)} and run "
+            f"strictly {'up' if sign > 0 else 'down'} from t0 to t1; got "
+            f"{ts.tolist() if ts.size <= 8 else ts}."
         )

@@ -89,16 +89,6 @@ _SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
     "reversible_heun": dfx.ReversibleHeun,
 }
 SOLVER_NAMES = tuple(_SOLVERS)
-# Solvers that neuralde runs with fixed steps, although diffrax could adapt some.
-_FIXED_STEP = (
-    dfx.Euler,
-    dfx.Midpoint,
-    dfx.Heun,
-    RK4,
-    dfx.SemiImplicitEuler,
-    Leapfrog,
-    dfx.ReversibleHeun,
-)
 
 
 def take_step(solver, terms, t0, t1, y0, args, state):
@@ -158,16 +148,16 @@ def is_two_stream(solver: dfx.AbstractSolver) -> bool:
     return isinstance(solver.term_structure, tuple) and len(solver.term_structure) == 2
 
 
-def is_adaptive(solver: dfx.AbstractSolver) -> bool:
-    """Whether `solve` adapts the step size of `solver` when given no `steps`:
-    `tsit5`, `dopri5` and other embedded diffrax methods outside the fixed-step
-    names."""
+def has_error_estimate(solver: dfx.AbstractSolver) -> bool:
+    """Whether `solver` can adapt its step size: a diffrax adaptive solver with an
+    embedded error estimate (`heun`, `midpoint`, `tsit5`, `dopri5`,
+    `reversible_heun`, implicit methods...). Classical RK4 has none."""
     return isinstance(solver, dfx.AbstractAdaptiveSolver) and not isinstance(
-        solver, _FIXED_STEP
+        solver, RK4
     )
 
 
-class Reversible(dfx.AbstractSolver):
+class ReversibleRK(dfx.AbstractSolver):
     """Makes an explicit Runge–Kutta solver algebraically reversible
     (McCallum & Foster 2024).
 
@@ -186,7 +176,7 @@ class Reversible(dfx.AbstractSolver):
     $\\lambda$; one is close to the wrapped solver's $R(h\\mu)$, the other to
     $\\lambda / R(h\\mu)$. A mode that decays faster than $\\lambda$ per step
     ($|R(h\\mu)| < \\lambda$) is therefore amplified: with $\\lambda = 0.999$,
-    `Reversible("rk4")` on $\\dot y = -y$ with $h = 0.1$ grows by 1.104 per step.
+    `ReversibleRK("rk4")` on $\\dot y = -y$ with $h = 0.1$ grows by 1.104 per step.
     Use it on fields whose modes are oscillatory or weakly damped (antisymmetric,
     Hamiltonian); check with `neuralde.stability.step_stability`. A smaller
     $\\lambda$ widens the forward stability region, but the inverse divides by
@@ -195,7 +185,7 @@ class Reversible(dfx.AbstractSolver):
     raises rather than return a wrong gradient.
 
     ```python
-    nde.solve(field, y0, steps=100, solver=nde.Reversible("rk4"),
+    nde.solve(field, y0, steps=100, solver=nde.ReversibleRK("rk4"),
               gradient="reversible")
     ```
 
@@ -228,7 +218,7 @@ class Reversible(dfx.AbstractSolver):
         inner = get_solver(solver)
         if not isinstance(inner, dfx.Euler | dfx.AbstractERK):
             raise ValueError(
-                "`Reversible` wraps an explicit Runge-Kutta solver (euler, midpoint, "
+                "`ReversibleRK` wraps an explicit Runge-Kutta solver (euler, midpoint, "
                 f"heun, rk4, tsit5, dopri5, or a diffrax.AbstractERK), got {solver!r}."
             )
         if not 0 < coupling <= 1:
@@ -270,12 +260,27 @@ REVERSIBLE_NAMES = (
     "symplectic_euler",
     "leapfrog",
     "reversible_heun",
-    "neuralde.Reversible(<rk solver>)",
+    "neuralde.ReversibleRK(<rk solver>)",
 )
 
 
 def is_reversible(solver: dfx.AbstractSolver) -> bool:
     """Whether each fixed step of `solver` can be undone exactly from its output."""
     return isinstance(
-        solver, dfx.SemiImplicitEuler | Leapfrog | dfx.ReversibleHeun | Reversible
+        solver, dfx.SemiImplicitEuler | Leapfrog | dfx.ReversibleHeun | ReversibleRK
     )
+
+
+def check_fixed_steps(solver: dfx.AbstractSolver) -> None:
+    """Refuse an implicit solver whose root finder takes its tolerances from an
+    adaptive step-size controller (diffrax's default): fixed steps have none."""
+    finder = getattr(solver, "root_finder", None)
+    if isinstance(solver, dfx.AbstractImplicitSolver) and not isinstance(
+        getattr(finder, "rtol", None), int | float
+    ):
+        raise ValueError(
+            f"{type(solver).__name__} with fixed steps needs tolerances for its root "
+            "finder, which diffrax otherwise takes from an adaptive step-size "
+            "controller: e.g. `root_finder=diffrax.VeryChord(rtol=1e-8, "
+            "atol=1e-8)`. Or pass `rtol=`/`atol=` to `solve` for adaptive steps."
+        )

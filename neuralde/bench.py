@@ -14,6 +14,8 @@ from ._bench._measure import MemoryPool
 from ._bench._problem import dtype_note, Point, Problem
 from ._bench._registry import (
     ADAPTIVE,
+    batching_name,
+    BATCHINGS,
     dtype_name,
     field_name,
     FIELDS,
@@ -24,10 +26,19 @@ from ._bench._report import check_output, environment, write_report
 from ._bench._run import run_problem
 from ._checks import positive_int
 from ._io import jsonable, write_json
-from ._solve import GRADIENTS
+from .gradients import GRADIENT_NAMES
 
 
-AXES = ("fields", "solvers", "gradients", "steps", "batch", "width", "dtypes")
+AXES = (
+    "fields",
+    "solvers",
+    "gradients",
+    "batchings",
+    "steps",
+    "batch",
+    "width",
+    "dtypes",
+)
 # A preset is a union of grids ("blocks"): each block sets some axes, the preset's
 # `axes` give the rest, and arguments given explicitly replace an axis everywhere.
 PRESETS = {
@@ -42,11 +53,43 @@ PRESETS = {
                 gradients=["discretize", "reversible"],
             ),
         ],
-        axes=dict(steps=[16, 64, 256], batch=[64], width=[32], dtypes=["float32"]),
+        axes=dict(
+            batchings=["batched"],
+            steps=[16, 64, 256],
+            batch=[64],
+            width=[32],
+            dtypes=["float32"],
+        ),
         # torchdiffeq on one thread: at these sizes its default of one thread per
         # core took 5-40x longer on two shared cores (busy-waiting threads).
         settings=dict(
             layers=8, repeats=100, budget=3.0, memory=True, torch=True, torch_threads=1
+        ),
+    ),
+    # The gradient engine: every mode under both ways of batching, against
+    # discretize, at the shape of a typical neural ODE (an 8-layer tanh MLP, state
+    # 64, batch 256), 100 and 1000 steps.
+    "engine": dict(
+        blocks=[
+            dict(solvers=["euler", "rk4"]),
+            dict(solvers=["reversible_heun"]),
+        ],
+        axes=dict(
+            fields=["MLP"],
+            gradients=list(GRADIENT_NAMES),
+            batchings=list(BATCHINGS),
+            steps=[100, 1000],
+            batch=[256],
+            width=[64],
+            dtypes=["float32"],
+        ),
+        settings=dict(
+            layers=8,
+            repeats=20,
+            budget=6.0,
+            memory=False,
+            torch=False,
+            torch_threads=None,
         ),
     ),
     # The full comparison on CPU: every gradient mode, fixed and adaptive steps,
@@ -75,7 +118,8 @@ PRESETS = {
             ),
         ],
         axes=dict(
-            gradients=list(GRADIENTS),
+            gradients=list(GRADIENT_NAMES),
+            batchings=list(BATCHINGS),
             steps=[16, 128, 1024, ADAPTIVE],
             batch=[256],
             width=[64],
@@ -107,7 +151,8 @@ PRESETS = {
             ),
         ],
         axes=dict(
-            gradients=list(GRADIENTS),
+            gradients=list(GRADIENT_NAMES),
+            batchings=list(BATCHINGS),
             steps=[16, 128, 1024, ADAPTIVE],
             batch=[1024],
             width=[256],
@@ -132,6 +177,7 @@ def bench(
     fields: str | Sequence[str] | None = None,
     solvers: str | Sequence[str] | None = None,
     gradients: str | Sequence[str] | None = None,
+    batchings: str | Sequence[str] | None = None,
     steps: int | str | Sequence[int | str] | None = None,
     batch: int | Sequence[int] | None = None,
     width: int | Sequence[int] | None = None,
@@ -152,7 +198,8 @@ def bench(
 ) -> dict:
     """Benchmark neuralde's solvers and gradient modes on a grid of problems.
 
-    The grid is field x solver x gradient mode x steps x batch x width x dtype. For
+    The grid is field x solver x gradient mode x batching x steps x batch x width
+    x dtype. For
     each point, the loss `mean(y(t1)**2)` of a batch solved with `neuralde.solve`
     is jit-compiled twice, as the forward solve and as forward + gradient with
     respect to the field's parameters, and measured:
@@ -171,16 +218,17 @@ def bench(
     many fixed steps as it took). The rows of one problem, its reference and, if
     torch and torchdiffeq are installed, `torchdiffeq.odeint` on the same problem,
     are timed interleaved in one process, so that their ratios hold under a varying
-    load. The batch is passed to `solve` the documented fast way: fixed-step
-    `"discretize"` under `jax.vmap`, the custom-VJP modes as one
-    `solve(..., batched=True)`, adaptive solves under `jax.vmap` (one step size per
-    example).
+    load. Each row also shows its forward + gradient time against
+    `"discretize"` with the same batching.
 
     **Arguments:** (all keyword only)
 
     - `preset`: `"quick"` (default: a run of under three minutes on two CPU
-        cores), `"paper"` (every gradient mode, fixed and adaptive steps, dense,
-        convolutional and graph fields, float32 and bfloat16) or `"gpu"` (the
+        cores), `"engine"` (every gradient mode under both batchings against
+        `"discretize"`: an 8-layer MLP, state 64, batch 256, 100 and 1000 steps of
+        `euler`, `rk4` and `reversible_heun`), `"paper"` (every gradient mode,
+        fixed and adaptive steps, dense, convolutional and graph fields, float32
+        and bfloat16) or `"gpu"` (the
         same at sizes for an accelerator). The arguments below replace an axis or
         setting of the preset.
     - `fields`: names from `MLP`, `Antisymmetric`, `Hamiltonian`, `Hyperbolic`,
@@ -189,6 +237,9 @@ def bench(
     - `solvers`: solver names of `neuralde.solve`.
     - `gradients`: any of `"discretize"`, `"checkpoint"`, `"adjoint"`,
         `"reversible"`.
+    - `batchings`: how the batch reaches `solve`: `"vmap"` (`jax.vmap` over a
+        solve of one example, the custom VJPs then run per example) and/or
+        `"batched"` (the batch passed to `solve`, the fast way for every mode).
     - `steps`: numbers of equal steps, or `"adaptive"` (an adaptive solve with
         `rtol`, `atol`; for `tsit5` and `dopri5`).
     - `batch`: batch sizes. `width`: state sizes (channels of the convolutional
@@ -230,6 +281,7 @@ def bench(
         fields=fields,
         solvers=solvers,
         gradients=gradients,
+        batchings=batchings,
         steps=steps,
         batch=batch,
         width=width,
@@ -251,7 +303,7 @@ def bench(
     solve_options = dict(rtol=rtol, atol=atol, max_steps=max_steps)
     problems = {}
     for point in config.pop("points"):
-        problems.setdefault(point.problem, []).append(point.gradient)
+        problems.setdefault(point.problem, []).append((point.gradient, point.batching))
     load = [os.getloadavg()] if hasattr(os, "getloadavg") else []
     pool = MemoryPool(_lanes()) if config["memory"] else None
     with _torch.threads(config["torch_threads"] if config["torch"] else None):
@@ -309,7 +361,7 @@ def _measure_problem(problem, gradients, config, solve_options, bar, pool):
             memory=pool,
         )
     rows = [
-        dict(Point(problem, g).as_dict(), status="skipped", note=note)
+        dict(Point(problem, *g).as_dict(), status="skipped", note=note)
         for g in gradients
     ]
     return rows, dict(problem._asdict(), reference=None, torchdiffeq=None)
@@ -336,6 +388,7 @@ def configure(
     fields=None,
     solvers=None,
     gradients=None,
+    batchings=None,
     steps=None,
     batch=None,
     width=None,
@@ -361,6 +414,7 @@ def configure(
         fields=_names(fields, field_name, "fields"),
         solvers=_names(solvers, solver_name, "solvers"),
         gradients=_names(gradients, gradient_name, "gradients"),
+        batchings=_names(batchings, batching_name, "batchings"),
         steps=_steps(steps),
         batch=_ints(batch, "batch"),
         width=_ints(width, "width"),
@@ -371,8 +425,8 @@ def configure(
         axes = {**spec["axes"], **block}
         axes.update({k: v for k, v in given.items() if v is not None})
         grid = itertools.product(*(axes[a] for a in AXES))
-        for f, s, g, n, b, w, d in grid:
-            points.append(Point(Problem(f, s, n, b, w, d), g))
+        for f, s, g, how, n, b, w, d in grid:
+            points.append(Point(Problem(f, s, n, b, w, d), g, how))
     points = list(dict.fromkeys(points))
     settings = dict(spec["settings"])
     for name, value in dict(

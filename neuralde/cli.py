@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from ._bench._registry import (
     ADAPTIVE,
+    batching_name,
+    BATCHINGS,
     dtype_name,
     DTYPES,
     field_name,
@@ -23,11 +25,11 @@ from ._bench._registry import (
     gradient_name,
     solver_name,
 )
-from ._solve import GRADIENTS
 from ._solvers import SOLVER_NAMES
 from ._study._models import architecture_name, ARCHITECTURES
 from ._study._problems import problem_name, PROBLEMS
 from ._study._report import check_output, runs_table
+from .gradients import GRADIENT_NAMES
 from .study import configure, study
 
 
@@ -169,12 +171,13 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         help="time and memory of solvers and gradient modes, against a hand-written "
         "scan",
         description=(
-            "Benchmark neuralde on a grid of field x solver x gradient mode x steps "
-            "x batch x width x dtype: compile time, forward and forward + gradient "
-            "time, XLA memory analysis, peak memory in a fresh process, steps and "
-            "function evaluations of adaptive solves, each against a hand-written "
-            "lax.scan of the same steps (and torchdiffeq where installed). Writes "
-            "results.json, results.md and figures to --out. The options below "
+            "Benchmark neuralde on a grid of field x solver x gradient mode x "
+            "batching x steps x batch x width x dtype: compile time, forward and "
+            "forward + gradient time, XLA memory analysis, peak memory in a fresh "
+            "process, steps and function evaluations of adaptive solves, each "
+            "against a hand-written lax.scan of the same steps (and torchdiffeq "
+            "where installed). Writes results.json, results.md and figures to "
+            "--out. The options below "
             "replace an axis or setting of the preset."
         ),
     )
@@ -182,7 +185,8 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         "--preset",
         choices=list(PRESETS),
         default="quick",
-        help="quick: under three minutes on two CPU cores (default); paper: every "
+        help="quick: under three minutes on two CPU cores (default); engine: every "
+        "gradient mode under both batchings against discretize; paper: every "
         "gradient mode, fixed and adaptive steps, dense, convolutional and graph "
         "fields, float32 and bfloat16; gpu: the same at sizes for an accelerator",
     )
@@ -205,7 +209,15 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         nargs="+",
         type=_checked(gradient_name),
         metavar="NAME",
-        help=f"any of {', '.join(GRADIENTS)}",
+        help=f"any of {', '.join(GRADIENT_NAMES)}",
+    )
+    p.add_argument(
+        "--batchings",
+        nargs="+",
+        type=_checked(batching_name),
+        metavar="NAME",
+        help=f"any of {', '.join(BATCHINGS)}: jax.vmap over a solve of one example, "
+        "or the batch passed to solve",
     )
     p.add_argument(
         "--steps",

@@ -94,7 +94,7 @@ def test_tiny_grid_runs_skips_and_agrees(tiny):
     assert len(notes) == 3
     assert "no error estimate" in notes["MLP", "discretize"]
     assert "no error estimate" in notes["Hamiltonian", "discretize"]
-    assert "needs fixed steps" in notes["Hamiltonian", "reversible"]
+    assert "no error estimate" in notes["Hamiltonian", "reversible"]
 
     field, y0 = make_problem("MLP", 3, 2, 2, "float32", key=jr.PRNGKey(0))
     mlp = next(r for r in rows if r["field"] == "MLP" and r["status"] == "ok")
@@ -139,13 +139,14 @@ def test_output_files(tiny):
         assert (out / name).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     report = (out / "results.md").read_text()
     assert (
-        "| Hamiltonian | symplectic_euler | reversible | 4 | 2 | 3 | float32 |"
-        in report
+        "| Hamiltonian | symplectic_euler | reversible | batched | 4 | 2 | 3 "
+        "| float32 |" in report
     )
     assert (
-        "- skipped: reversible gradients invert each step, which needs fixed steps; "
-        "an adaptive solve has none: Hamiltonian, symplectic_euler, reversible, "
-        "steps adaptive." in report
+        "- skipped: symplectic_euler has no error estimate: adaptive steps need "
+        "tsit5 or dopri5: Hamiltonian, symplectic_euler, discretize (batched), steps "
+        "adaptive; Hamiltonian, symplectic_euler, reversible (batched), steps "
+        "adaptive." in report
     )
 
 
@@ -219,11 +220,9 @@ def test_skip_reasons_without_tracing():
     assert reason("Hamiltonian", "leapfrog", "reversible") is None
     assert "needs fixed steps" in reason("MLP", "tsit5", "reversible", "adaptive")
     assert "no error estimate" in reason("MLP", "rk4", "discretize", "adaptive")
-    assert "not reversible" in reason("MLP", "rk4", "reversible")
+    assert "of a reversible solver" in reason("MLP", "rk4", "reversible")
     assert "two-stream" in reason("GRAND", "leapfrog", "discretize")
-    assert "one-term solvers only" in reason(
-        "Hamiltonian", "symplectic_euler", "adjoint"
-    )
+    assert "one-term solver" in reason("Hamiltonian", "symplectic_euler", "adjoint")
     assert "finer than the precision" in reason(
         "MLP", "dopri5", "adjoint", "adaptive", "bfloat16"
     )
@@ -236,7 +235,10 @@ def test_skip_reasons_without_tracing():
         (dict(solvers=["rk5"]), "Unknown solver 'rk5'. Use one of euler, midpoint"),
         (dict(gradients="backprop"), "Unknown gradient 'backprop'. Use one of disc"),
         (dict(dtypes="int8"), "Unknown dtype 'int8'. Use one of float32, bfloat16"),
-        (dict(preset="slow"), "Unknown preset 'slow'. Use one of quick, paper, gpu"),
+        (
+            dict(preset="slow"),
+            "Unknown preset 'slow'. Use one of quick, engine, paper, gpu",
+        ),
         (dict(steps=[10, "often"]), "positive integers or 'adaptive', got 'often'"),
         (dict(steps=[0]), "positive integers or 'adaptive', got 0"),
         (dict(batch=0), "`batch` must be a positive integer, got 0"),
@@ -276,7 +278,12 @@ def test_presets_expand_to_their_grids():
     fields = {p.problem.field for p in paper["points"]}
     assert {"ConvParabolic", "GraphParabolic", "GRAND", "ConvHamiltonian"} <= fields
     assert {p.problem.dtype for p in paper["points"]} == {"float32", "bfloat16"}
-    assert set(PRESETS) == {"quick", "paper", "gpu"}
+    assert set(PRESETS) == {"quick", "engine", "paper", "gpu"}
+    # The gradient engine's grid: every mode under both batchings.
+    engine = configure(preset="engine")
+    assert len(engine["points"]) == 3 * 4 * 2 * 2
+    assert {p.batching for p in engine["points"]} == {"vmap", "batched"}
+    assert {p.problem.steps for p in engine["points"]} == {100, 1000}
 
 
 def test_cli_parses_into_bench(monkeypatch, tmp_path, capsys):

@@ -39,7 +39,7 @@ def _case(name, key):
         return nde.fields.MLP(3, layers=4, key=k1), y, "reversible_heun"
     if name == "antisymmetric":
         field = nde.fields.Antisymmetric(3, layers=4, key=k1)
-        return field, y, nde.Reversible("rk4", coupling=0.999)
+        return field, y, nde.ReversibleRK("rk4", coupling=0.999)
     raise ValueError(name)
 
 
@@ -118,7 +118,7 @@ def test_gradient_flows_to_args_of_user_two_stream_field(getkey, solver):
     )
 
 
-@pytest.mark.parametrize("solver", ["reversible_heun", nde.Reversible("heun")])
+@pytest.mark.parametrize("solver", ["reversible_heun", nde.ReversibleRK("heun")])
 def test_gradient_flows_to_args_one_stream(getkey, solver):
     field = lambda t, y, args: jnp.tanh(args["W"] @ y + args["b"])  # noqa: E731
     args = {"W": jax.random.normal(getkey(), (3, 3)), "b": jnp.ones(3)}
@@ -143,7 +143,7 @@ def test_reversibility_error_grows_at_the_predicted_rate(getkey):
     # coupling 0.5, by 2**20 ~ 1e6 from 10 to 30 steps. The diagnostic must see it.
     field = nde.fields.Antisymmetric(4, key=getkey())
     y0 = jax.random.normal(getkey(), (4,))
-    solver = nde.Reversible("rk4", coupling=0.5)
+    solver = nde.ReversibleRK("rk4", coupling=0.5)
     err = [
         nde.stability.reversibility_error(
             field, y0, solver=solver, steps=n, t1=0.05 * n
@@ -162,7 +162,7 @@ def test_mccallum_foster_keeps_solver_order(getkey):
         errs = [
             float(
                 jnp.linalg.norm(
-                    nde.solve(field, y0, steps=int(n), solver=nde.Reversible(inner))
+                    nde.solve(field, y0, steps=int(n), solver=nde.ReversibleRK(inner))
                     - ref
                 )
             )
@@ -272,9 +272,9 @@ def test_bad_input(getkey):
             ts=jnp.array([0.5, 1.0]),
         )
     with pytest.raises(ValueError, match="explicit Runge-Kutta"):
-        nde.Reversible("symplectic_euler")
+        nde.ReversibleRK("symplectic_euler")
     with pytest.raises(ValueError, match="coupling"):
-        nde.Reversible("rk4", coupling=0.0)
+        nde.ReversibleRK("rk4", coupling=0.0)
     with pytest.raises(ValueError, match="reversible solver"):
         nde.stability.reversibility_error(field, y0, solver="euler", steps=4)
 
@@ -350,7 +350,7 @@ def test_unstable_reconstruction_raises(getkey):
     # rebuilt trajectory drifts away, and the gradient is refused, not returned wrong.
     field = nde.fields.Antisymmetric(2, dtype=jnp.float32, key=getkey())
     y0 = jnp.ones(2, jnp.float32)
-    solver = nde.Reversible("rk4", coupling=0.1)
+    solver = nde.ReversibleRK("rk4", coupling=0.1)
     loss = lambda f: jnp.sum(  # noqa: E731
         nde.solve(f, y0, steps=100, solver=solver, gradient="reversible")
     )

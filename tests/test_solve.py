@@ -148,8 +148,9 @@ def test_checkpoint_equals_discretize(getkey, name, solver):
             y0,
             steps=20,
             solver=solver,
-            gradient=gradient,
-            checkpoints=checkpoints,
+            gradient=nde.gradients.Checkpoint(checkpoints=checkpoints)
+            if gradient == "checkpoint"
+            else gradient,
         )
         grads[gradient, checkpoints] = (fn(x), jax.grad(fn)(x))
     ref_v, ref_g = grads["discretize", None]
@@ -376,26 +377,30 @@ def test_bad_input(getkey):
         nde.solve(f, y0, steps=2, gradient="backprop")
     with pytest.raises(ValueError, match="not both"):
         nde.solve(f, y0, steps=2, dt0=0.5)
-    with pytest.raises(ValueError, match="needs `steps=`"):
+    with pytest.raises(ValueError, match="no error estimate.*`steps=`"):
         nde.solve(f, y0, solver="rk4")
     with pytest.raises(ValueError, match="positive integer"):
         nde.solve(f, y0, steps=0)
-    with pytest.raises(ValueError, match="t1 > t0"):
+    with pytest.raises(ValueError, match="interval is empty"):
         nde.solve(f, y0, t0=1.0, t1=1.0, steps=2)
-    with pytest.raises(ValueError, match="t1 > t0"):
-        nde.solve(f, y0, t0=0.0, t1=-1.0, steps=2)
     with pytest.raises(TypeError, match="floating point"):
         nde.solve(f, jnp.ones(3, jnp.int32), steps=2)
     with pytest.raises(ValueError, match="reversible solver.*symplectic_euler"):
         nde.solve(f, y0, solver="tsit5", gradient="reversible")
     with pytest.raises(ValueError, match="reversible solver"):
         nde.solve(f, y0, steps=2, solver="rk4", gradient="reversible")
-    with pytest.raises(ValueError, match="BacksolveAdjoint"):
+    with pytest.raises(ValueError, match="adjoint.*one-term solver"):
         nde.solve(h, (y0, y0), steps=2, solver="symplectic_euler", gradient="adjoint")
+    with pytest.raises(ValueError, match="BacksolveAdjoint.*one-term solver"):
+        nde.solve(
+            h,
+            (y0, y0),
+            steps=2,
+            solver="symplectic_euler",
+            gradient=dfx.BacksolveAdjoint(),
+        )
     with pytest.raises(ValueError, match="rtol"):
         nde.solve(f, y0, steps=2, rtol=1e-3)
-    with pytest.raises(ValueError, match="checkpoints"):
-        nde.solve(f, y0, steps=2, checkpoints=3)
     with pytest.raises(TypeError, match="dtype float64 for a state of dtype float32"):
         nde.solve(f, jnp.ones(3, jnp.float32), steps=2)
     with pytest.raises(ValueError, match="shaped like y"):
@@ -440,15 +445,13 @@ def test_more_bad_input(getkey):
     y0 = jnp.ones(3)
     with pytest.raises(ValueError, match="1-D array"):
         nde.solve(f, y0, steps=4, ts=jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match="increase strictly"):
+    with pytest.raises(ValueError, match="run strictly up"):
         nde.solve(f, y0, steps=4, ts=jnp.array([0.5, 0.2]))
-    with pytest.raises(ValueError, match=r"lie in \[t0, t1\]"):
+    with pytest.raises(ValueError, match="must lie between"):
         nde.solve(f, y0, steps=4, ts=jnp.array([0.5, 2.0]))
-    with pytest.raises(ValueError, match="checkpoints"):
-        nde.solve(f, y0, steps=4, gradient="checkpoint", checkpoints=0)
-    with pytest.raises(ValueError, match="set it on the adjoint"):
-        nde.solve(
-            f, y0, steps=4, gradient=dfx.RecursiveCheckpointAdjoint(), checkpoints=2
-        )
+    with pytest.raises(ValueError, match="`checkpoints` must be a positive"):
+        nde.gradients.Checkpoint(checkpoints=0)
+    with pytest.raises(ValueError, match="`levels`.*at least 2"):
+        nde.gradients.Checkpoint(levels=1)
     # NumPy integers are integers.
     assert jnp.allclose(nde.solve(f, y0, steps=np.int64(4)), nde.solve(f, y0, steps=4))

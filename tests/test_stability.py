@@ -346,7 +346,7 @@ def test_stability_function_closed_forms():
         assert amp[3] > 1 and amp[4] > 1
     # McCallum & Foster's coupling c = 0.999 leaves a parasitic root ~ c e^(-z),
     # which grows on decaying modes.
-    amp = jnp.abs(S.stability_function(nde.Reversible("rk4"), -0.1))
+    amp = jnp.abs(S.stability_function(nde.ReversibleRK("rk4"), -0.1))
     np.testing.assert_allclose(amp, 1.10406566, rtol=1e-8)
     # Reversible Heun: stable on [-i, i] (Kidger et al. 2021).
     amp = jnp.abs(S.stability_function("reversible_heun", jnp.array([0.99j, 1.01j])))
@@ -369,7 +369,7 @@ def _step_matrix(solver, z, h=0.5):
         return jax.vmap(step, out_axes=1)(jnp.eye(2))
     L = jnp.array([[lam.real, -lam.imag], [lam.imag, lam.real]])
     term = dfx.ODETerm(lambda t, y, a: L @ y)
-    if isinstance(solver, dfx.ReversibleHeun | nde.Reversible):
+    if isinstance(solver, dfx.ReversibleHeun | nde.ReversibleRK):
 
         def step(x):
             y, w = x[:2], x[2:]
@@ -395,7 +395,7 @@ SOLVERS = {
     "leapfrog": nde.Leapfrog(),
     "symplectic_euler": dfx.SemiImplicitEuler(),
     "reversible_heun": dfx.ReversibleHeun(),
-    "Reversible(rk4)": nde.Reversible("rk4"),
+    "Reversible(rk4)": nde.ReversibleRK("rk4"),
 }
 
 
@@ -562,7 +562,7 @@ def test_bad_inputs(getkey):
 
     with pytest.raises(ValueError, match="fixed steps: pass `steps=` or `dt0=`"):
         S.flow_sensitivity(f, y, solver="tsit5", key=key)
-    with pytest.raises(ValueError, match="needs `steps=`"):
+    with pytest.raises(ValueError, match="fixed steps: pass `steps=` or `dt0=`"):
         S.flow_sensitivity(f, y, solver="rk4", key=key)
     with pytest.raises(ValueError, match="Unknown solver 'rk5'. Use one of euler"):
         S.flow_sensitivity(f, y, steps=2, solver="rk5", key=key)

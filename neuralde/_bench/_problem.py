@@ -12,13 +12,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._solve import solve
-from .._solvers import (
-    get_solver,
-    is_adaptive,
-    is_reversible,
-    is_two_stream,
-    REVERSIBLE_NAMES,
-)
+from .._solvers import get_solver, has_error_estimate, is_two_stream
+from ..gradients import as_gradient
 from ._registry import ADAPTIVE, FIELDS
 
 
@@ -38,40 +33,39 @@ class Problem(NamedTuple):
 
 
 class Point(NamedTuple):
-    """One point of the grid: a problem and a gradient mode."""
+    """One point of the grid: a problem, a gradient mode, and how the batch is
+    passed: `"vmap"` (`jax.vmap` over `solve` of one example) or `"batched"` (the
+    batch passed to `solve`)."""
 
     problem: Problem
     gradient: str
+    batching: str = "batched"
 
     def as_dict(self) -> dict:
-        return dict(self.problem._asdict(), gradient=self.gradient)
+        return dict(
+            self.problem._asdict(), gradient=self.gradient, batching=self.batching
+        )
 
 
 def skip_reason(point: Point, *, rtol: float) -> str | None:
     """Why `point` cannot run, in words, or `None`: the combinations that
-    `neuralde.solve` refuses, recognised here without tracing (any other refusal is
-    caught when the point is compiled), and adaptive solves asked for a relative
-    tolerance finer than the state's precision, which would only run until
-    `max_steps`."""
-    p, gradient = point.problem, point.gradient
+    `neuralde.solve` refuses, asked of the solver and of the gradient mode itself
+    without tracing (any other refusal is caught when the point is compiled), and
+    adaptive solves asked for a relative tolerance finer than the state's
+    precision, which would only run until `max_steps`."""
+    p = point.problem
     solver = get_solver(p.solver)
-    if p.adaptive and gradient == "reversible":
-        return (
-            "reversible gradients invert each step, which needs fixed steps; an "
-            "adaptive solve has none"
-        )
-    if p.adaptive and not is_adaptive(solver):
+    if p.adaptive and not has_error_estimate(solver):
         return f"{p.solver} has no error estimate: adaptive steps need tsit5 or dopri5"
-    if gradient == "reversible" and not is_reversible(solver):
-        names = ", ".join(REVERSIBLE_NAMES)
-        return f"{p.solver} is not reversible; reversible gradients need {names}"
     if is_two_stream(solver) and not FIELDS[p.field].two_stream:
         return (
             f"{p.solver} needs a two-stream field (y' = f(z), z' = g(y)); "
             f"{p.field} is not one"
         )
-    if gradient == "adjoint" and is_two_stream(solver):
-        return f"diffrax's BacksolveAdjoint takes one-term solvers only, not {p.solver}"
+    try:
+        as_gradient(point.gradient).check(solver, adaptive=p.adaptive, ts=False)
+    except ValueError as e:
+        return str(e)
     eps = float(jnp.finfo(p.dtype).eps)
     if p.adaptive and rtol < eps:
         return (
@@ -94,16 +88,6 @@ def dtype_note(dtype: str) -> str | None:
     return None
 
 
-def batching(point: Point) -> str:
-    """How the batch is passed to `solve`: the documented fast way for each mode.
-    Fixed-step "discretize" is a `lax.scan` that batches well under `jax.vmap`; the
-    custom VJPs see the whole batch with `batched=True`; adaptive solves keep one
-    step size per example under `jax.vmap`."""
-    if point.problem.adaptive or point.gradient == "discretize":
-        return "vmap"
-    return "batched=True"
-
-
 def library_forward(point: Point, *, rtol: float, atol: float, max_steps: int):
     """`(field, y0_batch) -> y1_batch` through `neuralde.solve`."""
     p = point.problem
@@ -112,7 +96,7 @@ def library_forward(point: Point, *, rtol: float, atol: float, max_steps: int):
         kwargs.update(rtol=rtol, atol=atol, max_steps=max_steps)
     else:
         kwargs.update(steps=p.steps)
-    if batching(point) == "vmap":
+    if point.batching == "vmap":
         return lambda field, y0: jax.vmap(lambda y: solve(field, y, **kwargs))(y0)
     return lambda field, y0: solve(field, y0, batched=True, **kwargs)
 

@@ -12,8 +12,8 @@ from jaxtyping import PRNGKeyArray, PyTree
 
 from .. import fields
 from .._graph import Graph
-from .._solve import GRADIENTS
 from .._solvers import SOLVER_NAMES
+from ..gradients import GRADIENT_NAMES
 
 
 # Image side of the convolutional variants, nodes per side of the graph variants'
@@ -202,6 +202,8 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+# How the batch reaches `solve`: `jax.vmap` over one example, or the whole batch.
+BATCHINGS = ("vmap", "batched")
 ADAPTIVE = "adaptive"
 
 
@@ -224,7 +226,11 @@ def solver_name(name: str) -> str:
 
 
 def gradient_name(name: str) -> str:
-    return _lookup("gradient", name, GRADIENTS)
+    return _lookup("gradient", name, GRADIENT_NAMES)
+
+
+def batching_name(name: str) -> str:
+    return _lookup("batching", name, BATCHINGS)
 
 
 def dtype_name(name: str) -> str:

@@ -79,6 +79,11 @@ def _time_cell(row, stage) -> str:
     return f"{_ms(t['median_s'])} ({ratio:.2f}x)"
 
 
+def _vs_discretize(row) -> str:
+    ratio = row.get("vs_discretize")
+    return "—" if ratio is None else f"{ratio:.2f}x"
+
+
 def _spread(row) -> str:
     t = row.get("forward_gradient")
     if t is None:
@@ -96,10 +101,10 @@ def _steps_cell(row) -> str:
 def rows_table(rows: list[dict]) -> str:
     """The measured rows as a Markdown table (readable on a terminal too)."""
     lines = [
-        "| field | solver | gradient | steps | batch | width | dtype | forward, ms "
-        "(x ref) | fwd + grad, ms (x ref) | spread | compile, s | XLA temp, MiB "
-        "| peak RSS, MiB |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| field | solver | gradient | batching | steps | batch | width | dtype "
+        "| forward, ms (x ref) | fwd + grad, ms (x ref) | x discretize | spread "
+        "| compile, s | XLA temp, MiB | peak RSS, MiB |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r["status"] != "ok":
@@ -108,10 +113,11 @@ def rows_table(rows: list[dict]) -> str:
         temp = (r["xla_memory"]["forward_gradient"] or {}).get("temp")
         peak = (r.get("peak_memory") or {}).get("rss_bytes")
         lines.append(
-            f"| {r['field']} | {r['solver']} | {r['gradient']} | {_steps_cell(r)} "
-            f"| {r['batch']} | {r['width']} | {r['dtype']} "
+            f"| {r['field']} | {r['solver']} | {r['gradient']} | {r['batching']} "
+            f"| {_steps_cell(r)} | {r['batch']} | {r['width']} | {r['dtype']} "
             f"| {_time_cell(r, 'forward')} | {_time_cell(r, 'forward_gradient')} "
-            f"| {_spread(r)} | {c['trace_s'] + c['compile_s']:.2f} | {_mib(temp)} "
+            f"| {_vs_discretize(r)} | {_spread(r)} "
+            f"| {c['trace_s'] + c['compile_s']:.2f} | {_mib(temp)} "
             f"| {_mib(peak) if peak is None else f'{peak / MiB:.0f}'} |"
         )
     return "\n".join(lines)
@@ -124,7 +130,10 @@ def notes_list(rows: list[dict]) -> str:
     for r in rows:
         if r["note"] is None:
             continue
-        what = f"{r['field']}, {r['solver']}, {r['gradient']}, steps {r['steps']}"
+        what = (
+            f"{r['field']}, {r['solver']}, {r['gradient']} ({r['batching']}), "
+            f"steps {r['steps']}"
+        )
         if r["status"] == "ok":
             lines.append(f"- {what}: {r['note']}.")
         else:
@@ -139,14 +148,14 @@ def device_memory_table(rows: list[dict]) -> str | None:
     if not measured:
         return None
     lines = [
-        "| field | solver | gradient | steps | batch | width | dtype | peak device "
-        "memory, MiB |",
-        "|---|---|---|---:|---:|---:|---|---:|",
+        "| field | solver | gradient | batching | steps | batch | width | dtype "
+        "| peak device memory, MiB |",
+        "|---|---|---|---|---:|---:|---:|---|---:|",
     ]
     for r in measured:
         lines.append(
-            f"| {r['field']} | {r['solver']} | {r['gradient']} | {r['steps']} "
-            f"| {r['batch']} | {r['width']} | {r['dtype']} "
+            f"| {r['field']} | {r['solver']} | {r['gradient']} | {r['batching']} "
+            f"| {r['steps']} | {r['batch']} | {r['width']} | {r['dtype']} "
             f"| {r['peak_memory']['device_bytes'] / MiB:.2f} |"
         )
     return "\n".join(lines)
@@ -190,7 +199,16 @@ def torch_table(problems: list[dict]) -> str | None:
 def grid_line(results: dict) -> str:
     """The values of each axis of the grid, in words."""
     grid = results["config"]["grid"]
-    axes = ("field", "solver", "gradient", "steps", "batch", "width", "dtype")
+    axes = (
+        "field",
+        "solver",
+        "gradient",
+        "batching",
+        "steps",
+        "batch",
+        "width",
+        "dtype",
+    )
     values = {a: list(dict.fromkeys(str(p[a]) for p in grid)) for a in axes}
     return "; ".join(f"{a}: {', '.join(v)}" for a, v in values.items())
 
@@ -269,10 +287,10 @@ def _series(rows, value, *, reference=False):
     """Curves over steps: `{label: (steps, values)}` for the fixed-step rows, one per
     combination of the other axes that varies in `rows`."""
     fixed = [r for r in rows if r["status"] == "ok" and r.get("adaptive") is None]
-    keys = ["field", "solver", "gradient", "batch", "width", "dtype"]
+    keys = ["field", "solver", "gradient", "batching", "batch", "width", "dtype"]
     varying = [k for k in keys if len({r[k] for r in fixed}) > 1 or k == "gradient"]
     if reference:
-        varying = [k for k in varying if k != "gradient"]
+        varying = [k for k in varying if k not in ("gradient", "batching")]
     curves = {}
     for r in fixed:
         v = value(r)

@@ -19,7 +19,6 @@ from ._measure import (
     time_interleaved,
 )
 from ._problem import (
-    batching,
     library_forward,
     Point,
     Problem,
@@ -72,7 +71,7 @@ def _message(error: Exception) -> str:
 
 def run_problem(
     problem: Problem,
-    gradients: list[str],
+    modes: list[tuple[str, str]],
     *,
     layers: int,
     seed: int,
@@ -83,20 +82,20 @@ def run_problem(
     memory: MemoryPool | None = None,
     on_row: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[dict], dict]:
-    """Measure every gradient mode of `problem`. Returns the rows, one per gradient
-    mode (skipped ones included, with their reason), and the problem's record: its
-    reference and the torchdiffeq comparison.
+    """Measure every `(gradient, batching)` of `modes` on `problem`. Returns the
+    rows, one per mode (skipped ones included, with their reason), and the
+    problem's record: its reference and the torchdiffeq comparison.
 
     With `memory`, the peak memory of each measured row is submitted to it after the
     timed repeats, and the measurements submitted before are waited for before
     them: they run while this process compiles, never while it times."""
     field, y0 = build(problem, layers, seed)
     rows, runs, outputs = {}, {}, {}
-    for gradient in gradients:
-        point = Point(problem, gradient)
-        on_row(gradient)
-        row = dict(point.as_dict(), batching=batching(point), status="ok", note=None)
-        rows[gradient] = row
+    for mode in modes:
+        point = Point(problem, *mode)
+        on_row(" ".join(mode))
+        row = dict(point.as_dict(), status="ok", note=None)
+        rows[mode] = row
         reason = skip_reason(point, rtol=solve_options["rtol"])
         if reason is not None:
             row.update(status="skipped", note=reason)
@@ -109,17 +108,17 @@ def run_problem(
             row.update(status="skipped", note=_message(e))
             continue
         try:
-            outputs[gradient] = {s: compiled[s].run() for s in STAGES}
+            outputs[mode] = {s: compiled[s].run() for s in STAGES}
         except RUN_ERRORS as e:
             row.update(status="failed", note=_message(e))
             continue
         row["compile"] = {s: _compile_record(compiled[s]) for s in STAGES}
         row["xla_memory"] = {s: compiled[s].memory for s in STAGES}
-        row["loss"] = float(outputs[gradient]["forward_gradient"][0])
+        row["loss"] = float(outputs[mode]["forward_gradient"][0])
         for s in STAGES:
-            runs[(gradient, s)] = compiled[s].run
+            runs[(mode, s)] = compiled[s].run
     record = dict(problem._asdict(), reference=None, torchdiffeq=None)
-    ok = [g for g in gradients if rows[g]["status"] == "ok"]
+    ok = [m for m in modes if rows[m]["status"] == "ok"]
     if not ok:
         return list(rows.values()), record
 
@@ -168,7 +167,10 @@ def run_problem(
         arrays = [x for x in jax.tree.leaves((field, y0)) if eqx.is_array(x)]
         for g in ok:
             job = memory_job(
-                Point(problem, g), layers=layers, seed=seed, solve_options=solve_options
+                Point(problem, *g),
+                layers=layers,
+                seed=seed,
+                solve_options=solve_options,
             )
             memory.submit(rows[g], job, arrays)
     times = {k: summary(v) for k, v in samples.items()}
@@ -207,7 +209,7 @@ def run_problem(
             gradient=relative_error(grad, ref_grad_tree),
         )
         row["agreement"] = errors
-        if g == "adjoint":
+        if g[0] == "adjoint":
             row["note"] = (
                 "the continuous adjoint approximates the discrete gradient: "
                 f"relative difference {errors['gradient']:.1e}"
@@ -216,6 +218,13 @@ def run_problem(
             row["note"] = (
                 f"disagrees with the reference: loss {errors['loss']:.1e}, "
                 f"gradient {errors['gradient']:.1e} (relative)"
+            )
+    for g, b in ok:
+        base = rows.get(("discretize", b))
+        if base is not None and "forward_gradient" in base:
+            rows[g, b]["vs_discretize"] = (
+                rows[g, b]["forward_gradient"]["median_s"]
+                / base["forward_gradient"]["median_s"]
             )
     if torch:
         record["torchdiffeq"] = _torch.record(
@@ -233,16 +242,9 @@ def memory_job(point: Point, *, layers, seed, solve_options) -> dict:
     return dict(
         problem=point.problem._asdict(),
         gradient=point.gradient,
+        batching=point.batching,
         layers=layers,
         seed=seed,
         solve=solve_options,
         x64=bool(jax.config.jax_enable_x64),
     )
-
-
-def best_gradient(rows: list[dict]) -> dict | None:
-    """The measured row of least forward + gradient time."""
-    timed = [r for r in rows if "forward_gradient" in r]
-    if not timed:
-        return None
-    return min(timed, key=lambda r: r["forward_gradient"]["median_s"])

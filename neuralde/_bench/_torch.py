@@ -179,7 +179,7 @@ def record(runs_, note, times, rows, ok, reference_loss) -> dict:
         )
     best = min(ok, key=lambda g: rows[g]["forward_gradient"]["median_s"])
     best_s = rows[best]["forward_gradient"]["median_s"]
-    out["neuralde_best"] = dict(gradient=best, median_s=best_s)
+    out["neuralde_best"] = dict(gradient=" ".join(best), median_s=best_s)
     out["ratio"] = out["odeint"]["forward_gradient"]["median_s"] / best_s
     return out
 

@@ -54,7 +54,7 @@ def measure(job: dict, arrays: list) -> dict:
     from ._run import build, gradient_fn
 
     jax.config.update("jax_enable_x64", job["x64"])
-    point = Point(Problem(**job["problem"]), job["gradient"])
+    point = Point(Problem(**job["problem"]), job["gradient"], job["batching"])
     # The structure of the field and the states, traced without computing them.
     shapes = eqx.filter_eval_shape(build, point.problem, job["layers"], job["seed"])
     leaves, tree = jtu.tree_flatten(shapes)

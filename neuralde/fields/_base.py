@@ -33,12 +33,18 @@ class AbstractField(eqx.Module):
         """The index of the layer whose parameters act at time `t`."""
         return layer_index(t, self.layers, self.t1)
 
+    def state_shape(self) -> tuple[int, ...] | None:
+        """The shape of one example's state (of each stream, for two-stream
+        fields), or `None` if the field does not fix it. `neuralde.solve` takes a
+        state with one more leading axis as a batch."""
+        return None
+
     @abc.abstractmethod
     def __call__(self, t: ArrayLike, y: PyTree[Array], args: PyTree) -> PyTree[Array]:
         """**Arguments:**
 
         - `t`: the time.
-        - `y`: the state of one example (batch with `jax.vmap`).
+        - `y`: the state of one example (`neuralde.solve` batches it).
         - `args`: passed through by `solve`; the built-in fields ignore it.
 
         **Returns:** $F_\\theta(t, y)$, a PyTree shaped like `y`.
@@ -107,7 +113,10 @@ def check_shape(name: str, y: Shaped[Array, "..."], shape: tuple[int, ...]) -> N
     if jnp.shape(y) != shape:
         hint = ""
         if jnp.ndim(y) == len(shape) + 1 and jnp.shape(y)[1:] == shape:
-            hint = " Fields act on one example: batch with `jax.vmap`."
+            hint = (
+                " Fields act on one example: `neuralde.solve` takes a batch by "
+                "shape; elsewhere batch with `jax.vmap`."
+            )
         raise ValueError(
             f"{name} expects a state of shape {shape}, but got shape "
             f"{jnp.shape(y)}.{hint}"

@@ -159,8 +159,11 @@ class GRAND(AbstractField):
         logits = logits / self.key_weight.shape[1]
         return segment_softmax(logits, g.receivers, g.num_nodes)
 
+    def state_shape(self) -> tuple[int, ...]:
+        return (self.graph.num_nodes, self.key_weight.shape[-1])
+
     def __call__(self, t, y, args):
-        check_shape("GRAND", y, (self.graph.num_nodes, self.key_weight.shape[-1]))
+        check_shape("GRAND", y, self.state_shape())
         g = self.graph
         a = self.attention(t, y)
         return g.aggregate(a[:, None] * (y[g.senders] - y[g.receivers]))
@@ -235,6 +238,9 @@ class GraphCON(AbstractField):
         self.layers = layers
         self.t1 = t1
 
+    def state_shape(self) -> tuple[int, ...]:
+        return (self.graph.num_nodes, self.weight.shape[-1])
+
     def __call__(self, t, y, args):
         if not (isinstance(y, tuple) and len(y) == 2):
             raise TypeError(
@@ -242,7 +248,7 @@ class GraphCON(AbstractField):
                 "rates; pass e.g. `(x0, jnp.zeros_like(x0))`."
             )
         x, v = y
-        shape = (self.graph.num_nodes, self.weight.shape[-1])
+        shape = self.state_shape()
         check_shape("GraphCON (X)", x, shape)
         check_shape("GraphCON (Y)", v, shape)
         k = self.layer(t)

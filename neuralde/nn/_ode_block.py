@@ -2,9 +2,10 @@ import diffrax as dfx
 import equinox as eqx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from .._solve import check_gradient, Gradient, solve
+from .._solve import Gradient, solve
 from .._solvers import get_solver
 from ..fields import AbstractField
+from ..gradients import AbstractGradient, as_gradient
 
 
 class ODEBlock(eqx.Module):
@@ -12,7 +13,17 @@ class ODEBlock(eqx.Module):
 
     It drops into a model like any layer (for example between the stem and the head
     of a classifier, or in `eqx.nn.Sequential`), and trains under every gradient
-    mode of [`neuralde.solve`][]. Like the other layers it acts on one example.
+    mode of [`neuralde.solve`][]. It takes one example or, like `solve`, a batch
+    by shape: a batch is the fast way for the `"adjoint"` and `"reversible"`
+    gradients, whose backward passes then see the whole batch (under `jax.vmap`
+    they run per example). In a model, apply the per-example layers with
+    `jax.vmap` and the block to the batch:
+
+    ```python
+    h = jax.vmap(stem)(x)  # (batch, dim)
+    h = block(h)           # the whole batch in one solve
+    logits = jax.vmap(head)(h)
+    ```
 
     !!! Example
 
@@ -30,11 +41,10 @@ class ODEBlock(eqx.Module):
     steps: int | None = eqx.field(static=True)
     dt0: float | None = eqx.field(static=True)
     solver: str | dfx.AbstractSolver = eqx.field(static=True)
-    gradient: Gradient | dfx.AbstractAdjoint = eqx.field(static=True)
-    checkpoints: int | None = eqx.field(static=True)
+    gradient: AbstractGradient = eqx.field(static=True)
     rtol: float | None = eqx.field(static=True)
     atol: float | None = eqx.field(static=True)
-    batched: bool = eqx.field(static=True)
+    batched: bool | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -45,29 +55,27 @@ class ODEBlock(eqx.Module):
         steps: int | None = None,
         dt0: float | None = None,
         solver: str | dfx.AbstractSolver = "rk4",
-        gradient: Gradient | dfx.AbstractAdjoint = "discretize",
-        checkpoints: int | None = None,
+        gradient: Gradient | AbstractGradient | dfx.AbstractAdjoint = "discretize",
         rtol: float | None = None,
         atol: float | None = None,
-        batched: bool = False,
+        batched: bool | None = None,
     ):
         """**Arguments:** the vector field, then the options of
         [`neuralde.solve`][] (keyword only), with the same defaults: `t1=None`
         integrates over the field's own `[0, t1]`. The solver and gradient names are
         checked here; the rest is checked when the block is first called.
 
-        With `batched=True` the block takes a batch of states, as `solve` does.
+        `batched` is `solve`'s: by default a state with one more leading axis than
+        the field's `state_shape()` is a batch.
         """
         get_solver(solver)
-        check_gradient(gradient, checkpoints)
         self.field = field
         self.t0 = t0
         self.t1 = t1
         self.steps = steps
         self.dt0 = dt0
         self.solver = solver
-        self.gradient = gradient
-        self.checkpoints = checkpoints
+        self.gradient = as_gradient(gradient)
         self.rtol = rtol
         self.atol = atol
         self.batched = batched
@@ -81,8 +89,8 @@ class ODEBlock(eqx.Module):
     ) -> PyTree[Array]:
         """**Arguments:**
 
-        - `y`: the initial state of one example (a tuple `(y, z)` for two-stream
-            fields).
+        - `y`: the initial state of one example or of a batch (a tuple `(y, z)`
+            for two-stream fields).
         - `args`: passed to the field.
         - `key`: ignored; accepted so the block fits `eqx.nn.Sequential`.
 
@@ -98,7 +106,6 @@ class ODEBlock(eqx.Module):
             dt0=self.dt0,
             solver=self.solver,
             gradient=self.gradient,
-            checkpoints=self.checkpoints,
             args=args,
             rtol=self.rtol,
             atol=self.atol,

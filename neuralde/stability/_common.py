@@ -11,9 +11,11 @@ import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
+from .. import _steps
 from .._solve import setup
-from .._solvers import Reversible, take_step
-from .._steps import all_finite, raise_if_nonfinite, scan_steps, StepGrid
+from .._solvers import ReversibleRK
+from .._steps import StepGrid
+from ..gradients import Discretize
 
 
 def check_positive(value, name: str) -> None:
@@ -45,7 +47,8 @@ def flat_state(y: PyTree[Array]) -> tuple[Float[Array, " n"], Callable]:
 
 
 class FixedSteps(eqx.Module):
-    """A validated fixed-step solve: its terms, solver, `t0`, `t1` and `StepGrid`."""
+    """A validated fixed-step solve: its terms, solver, `t0`, `t1` and `StepGrid`,
+    run on the fixed-step loop of `neuralde.solve`."""
 
     terms: PyTree
     solver: dfx.AbstractSolver
@@ -68,7 +71,13 @@ class FixedSteps(eqx.Module):
         name: str,
         forward_mode: bool = False,
     ) -> None:
-        terms, solver_obj, t0, t1, grid = setup(
+        if steps is None and dt0 is None:
+            raise ValueError(
+                f"`{name}` differentiates the discrete network, a solve with fixed "
+                f"steps: pass `steps=` or `dt0=` (got neither, with the solver "
+                f"{solver!r})."
+            )
+        problem = setup(
             field,
             y0,
             t0=t0,
@@ -76,29 +85,24 @@ class FixedSteps(eqx.Module):
             steps=steps,
             dt0=dt0,
             solver=solver,
-            gradient="discretize",
-            checkpoints=None,
+            gradient=Discretize(),
             ts=None,
             args=args,
+            batched=False,
         )
-        if grid is None:
-            raise ValueError(
-                f"`{name}` differentiates the discrete network, a solve with fixed "
-                f"steps: pass `steps=` or `dt0=` (got neither, with the adaptive "
-                f"solver {solver!r})."
-            )
-        self.terms = terms
-        self.solver = with_forward_mode(solver_obj) if forward_mode else solver_obj
-        self.t0 = t0
-        self.t1 = t1
-        self.grid = grid
+        self.terms = problem.terms
+        self.solver = (
+            with_forward_mode(problem.solver) if forward_mode else problem.solver
+        )
+        self.t0 = problem.t0
+        self.t1 = problem.t1
+        self.grid = problem.grid
         self.args = args
 
     def flow(self, y0: PyTree[Array]) -> PyTree[Array]:
         """The flow map $y_0 \\mapsto y_n$ of the discrete network: the fixed-step
         loop of `neuralde.solve(..., gradient="discretize")` itself."""
-        y1, _, bad = scan_steps(self.terms, self.solver, self.grid, y0, self.args)
-        return raise_if_nonfinite(y1, bad, self.grid)
+        return _steps.run(self.terms, self.solver, self.grid, y0, self.args)
 
     def trajectory(
         self,
@@ -106,42 +110,26 @@ class FixedSteps(eqx.Module):
         *,
         deltas: PyTree[Array] | None = None,
         observe: Callable[[Array, PyTree[Array]], PyTree[Array]] | None = None,
-    ) -> tuple[PyTree[Array], Array, PyTree[Array] | None]:
-        """The loop of `scan_steps` (the same steps, each checkpointed), that can
-        also add `deltas[j]` (stacked on a leading axis of length `n + 1`) to the
-        state after step `j` (`deltas[0]` to `y0`), and record `observe(t_j, y_j)`
-        at every time of the grid.
+    ) -> tuple[PyTree[Array], PyTree[Array] | None]:
+        """The loop of `flow`, that can also add `deltas[j]` (stacked on a leading
+        axis of length `n + 1`) to the state after step `j` (`deltas[0]` to `y0`),
+        and record `observe(t_j, y_j)` at every time of the grid.
 
-        Returns the final state, the index of the first non-finite step (`n` if none
-        was), and the observations stacked on a leading axis (or `None`).
+        Returns the final state, checked for non-finite values, and the
+        observations stacked on a leading axis (or `None`).
         """
         grid, solver, terms, args = self.grid, self.solver, self.terms, self.args
-        n = grid.n
-        add = lambda y, d: jtu.tree_map(jnp.add, y, d)  # noqa: E731
         if deltas is not None:
-            y0 = add(y0, jtu.tree_map(lambda d: d[0], deltas))
-            xs = jtu.tree_map(lambda d: d[1:], deltas)
-        else:
-            xs = None
-        state = solver.init(terms, grid(0), grid(1), y0, args)
-
-        def step(carry, delta):
-            y, state, bad, i = carry
-            y, state = take_step(solver, terms, grid(i), grid(i + 1), y, args, state)
-            if delta is not None:
-                y = add(y, delta)
-            bad = jnp.where((bad == n) & ~all_finite(y), i, bad)
-            obs = None if observe is None else observe(grid(i + 1), y)
-            return (y, state, bad, i + 1), obs
-
-        # As in `scan_steps`: recompute each step in the backward pass.
-        step = jax.checkpoint(step, prevent_cse=False)
-        init = (y0, state, jnp.asarray(n), jnp.asarray(0))
-        (y1, _, bad, _), obs = jax.lax.scan(step, init, xs, length=n)
+            y0 = jtu.tree_map(lambda y, d: y + d[0], y0, deltas)
+            deltas = jtu.tree_map(lambda d: d[1:], deltas)
+        y1, _, obs = _steps.scan_steps(
+            terms, solver, grid, y0, args, deltas=deltas, observe=observe
+        )
         if observe is not None:
             first = observe(grid(0), y0)
             obs = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, obs)
-        return y1, bad, obs
+        y1 = _steps.checked(y1, terms, solver, grid, y0, args, deltas=deltas)
+        return y1, obs
 
 
 def with_forward_mode(solver: dfx.AbstractSolver) -> dfx.AbstractSolver:
@@ -156,6 +144,6 @@ def with_forward_mode(solver: dfx.AbstractSolver) -> dfx.AbstractSolver:
         return eqx.tree_at(
             lambda s: s.scan_kind, solver, "bounded", is_leaf=lambda x: x is None
         )
-    if isinstance(solver, Reversible):
+    if isinstance(solver, ReversibleRK):
         return eqx.tree_at(lambda s: s.solver, solver, with_forward_mode(solver.solver))
     return solver

@@ -5,9 +5,10 @@ from collections.abc import Callable
 import diffrax as dfx
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from .._reversible import reconstruct, relative_error
+from .. import _steps
 from .._solve import setup
-from .._steps import raise_if_nonfinite, scan_steps
+from ..gradients import Reversible
+from ..gradients._reversible import reconstruct, relative_error
 
 
 def reversibility_error(
@@ -37,7 +38,7 @@ def reversibility_error(
     $\\|\\hat y_0 - y_0\\|_\\infty / \\|y_0\\|_\\infty$ of the rebuilt
     $\\hat y_0$ (over every leaf of the state).
     """
-    terms, solver, _, _, grid = setup(
+    problem = setup(
         field,
         y0,
         t0=t0,
@@ -45,11 +46,12 @@ def reversibility_error(
         steps=steps,
         dt0=dt0,
         solver=solver,
-        gradient="reversible",
-        checkpoints=None,
+        gradient=Reversible(),
         ts=None,
         args=args,
+        batched=False,
     )
-    y1, state1, bad = scan_steps(terms, solver, grid, y0, args)
-    y1 = raise_if_nonfinite(y1, bad, grid)
+    terms, solver, grid = problem.terms, problem.solver, problem.grid
+    y1, state1, _ = _steps.scan_steps(terms, solver, grid, y0, args)
+    y1 = _steps.checked(y1, terms, solver, grid, y0, args)
     return relative_error(reconstruct(solver, terms, grid, y1, state1, args), y0)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Complex, Float, PyTree
 
-from .._solvers import get_solver, is_two_stream, Leapfrog, Reversible
+from .._solvers import get_solver, is_two_stream, Leapfrog, ReversibleRK
 from ..fields import AbstractTwoStreamField
 from ._common import check_positive
 from ._spectrum import jacobian_spectrum
@@ -17,7 +17,7 @@ from ._spectrum import jacobian_spectrum
 
 SUPPORTED = (
     "euler, midpoint, heun, rk4, tsit5, dopri5 (or any diffrax.AbstractERK), "
-    "symplectic_euler, leapfrog, reversible_heun, neuralde.Reversible(<rk solver>)"
+    "symplectic_euler, leapfrog, reversible_heun, neuralde.ReversibleRK(<rk solver>)"
 )
 
 
@@ -45,11 +45,11 @@ def stability_function(
             $-1$ grows linearly).
         - `reversible_heun`: $\\rho^2 - 2z\\rho - 1 = 0$; stable exactly on
             $z \\in [-i, i]$ (Kidger et al. 2021).
-        - `neuralde.Reversible(rk, coupling=c)`: $\\rho^2 - T\\rho + c = 0$ with
+        - `neuralde.ReversibleRK(rk, coupling=c)`: $\\rho^2 - T\\rho + c = 0$ with
             $T = 1 + c + (1 - R(-z))(R(z) - c)$ and $R$ that of `rk`. One root
             approximates $e^z$; the other, about $c\\,e^{-z}$, is parasitic and grows
             for decaying modes with $\\operatorname{Re} z < \\log c$: with the
-            default $c = 0.999$, `Reversible("rk4")` on $\\dot y = -y$ is unstable
+            default $c = 0.999$, `ReversibleRK("rk4")` on $\\dot y = -y$ is unstable
             for $\\Delta t = 0.1$ ($|\\rho| = 1.104$).
 
     **Arguments:**
@@ -78,7 +78,7 @@ def _stability_fn(solver: dfx.AbstractSolver) -> Callable[[Array], Array]:
         return lambda z: _dominant_root(2 + z**2, 1)
     if isinstance(solver, dfx.ReversibleHeun):
         return lambda z: _dominant_root(2 * z, -1)
-    if isinstance(solver, Reversible):
+    if isinstance(solver, ReversibleRK):
         inner = _stability_fn(solver.solver)
         c = solver.coupling
 

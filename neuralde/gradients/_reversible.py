@@ -15,8 +15,56 @@ import jax.tree_util as jtu
 from equinox.internal import ω
 from jaxtyping import Array, PyTree
 
-from ._solvers import Leapfrog, Reversible, take_step
-from ._steps import raise_if_nonfinite, scan_steps
+from .. import _steps
+from .._nonfinite import raise_if
+from .._solvers import (
+    is_reversible,
+    Leapfrog,
+    REVERSIBLE_NAMES,
+    ReversibleRK,
+    take_step,
+)
+from ._base import AbstractGradient
+
+
+class Reversible(AbstractGradient):
+    """The gradient of `Discretize`, in memory that does not grow with the number of
+    steps: the forward pass keeps only the final state, and the backward pass
+    rebuilds each earlier state by inverting the steps of a reversible solver
+    (`symplectic_euler`, `leapfrog`, `reversible_heun`, or
+    `neuralde.ReversibleRK` around a Runge–Kutta solver), taking one VJP per step.
+
+    Fixed steps only, and the final state only (no `ts=`). It is a custom VJP, so
+    under `jax.vmap` its backward pass runs per example: pass the batch to `solve`
+    instead (see `neuralde.solve`'s `batched`). The rebuilt initial state is
+    checked: if running the steps backwards amplified round-off beyond
+    $\\sqrt{\\epsilon}$, the gradient raises rather than return a wrong value.
+    Gradients with respect to `t0` and `t1` are refused.
+    """
+
+    def check(self, solver, *, adaptive, ts):
+        if adaptive or not is_reversible(solver):
+            raise ValueError(
+                '`gradient="reversible"` needs fixed steps of a reversible solver: '
+                f"one of {', '.join(REVERSIBLE_NAMES)}, with `steps=` or `dt0=`; got "
+                f"{type(solver).__name__}{' (adaptive)' if adaptive else ''}."
+            )
+        if ts:
+            raise ValueError(
+                '`gradient="reversible"` returns the final state only, as it stores '
+                "no trajectory; solve up to each time of `ts` separately, or use "
+                '`gradient="checkpoint"` with `ts=`.'
+            )
+
+    def solve(self, problem, y0):
+        terms, solver, grid, args = (
+            problem.terms,
+            problem.solver,
+            problem.grid,
+            problem.args,
+        )
+        y1 = reversible_loop((y0, terms, args, grid), solver)
+        return _steps.checked(y1, terms, solver, grid, y0, args)
 
 
 def inverse_step(solver, terms, t0, t1, y1, state1, args):
@@ -38,7 +86,7 @@ def inverse_step(solver, terms, t0, t1, y1, state1, args):
         vf0 = terms.vf(t0, yhat0, args)
         y0 = (y1**ω - 0.5 * terms.prod((vf0**ω + vf1**ω).ω, control) ** ω).ω
         return y0, (yhat0, vf0)
-    if isinstance(solver, Reversible):
+    if isinstance(solver, ReversibleRK):
         return solver.inverse_step(terms, t0, t1, y1, state1, args)
     raise ValueError(f"{type(solver).__name__} is not a reversible solver.")
 
@@ -69,28 +117,33 @@ def reconstruct(solver, terms, grid, y1, state1, args) -> PyTree[Array]:
 
 
 @eqx.filter_custom_vjp
-def reversible_loop(vjp_arg, solver, grid):
+def reversible_loop(vjp_arg, solver):
     """The final state of a fixed-step solve, with a reverse pass that rebuilds the
-    trajectory instead of storing it. `vjp_arg = (y0, terms, args)`."""
-    y0, terms, args = vjp_arg
-    y1, _, bad = scan_steps(terms, solver, grid, y0, args)
-    return raise_if_nonfinite(y1, bad, grid)
+    trajectory instead of storing it. `vjp_arg = (y0, terms, args, grid)`."""
+    y0, terms, args, grid = vjp_arg
+    y1, _, _ = _steps.scan_steps(terms, solver, grid, y0, args)
+    return y1
 
 
 @reversible_loop.def_fwd
-def _fwd(perturbed, vjp_arg, solver, grid):
+def _fwd(perturbed, vjp_arg, solver):
     del perturbed
-    y0, terms, args = vjp_arg
-    y1, state1, bad = scan_steps(terms, solver, grid, y0, args)
-    y1 = raise_if_nonfinite(y1, bad, grid)
+    y0, terms, args, grid = vjp_arg
+    y1, state1, _ = _steps.scan_steps(terms, solver, grid, y0, args)
     return y1, (y1, state1)
 
 
 @reversible_loop.def_bwd
-def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver, grid):
-    del perturbed
+def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver):
+    _, _, _, perturbed_grid = perturbed
+    if perturbed_grid.t0 or perturbed_grid.t1:
+        raise ValueError(
+            '`gradient="reversible"` does not differentiate with respect to `t0` '
+            'or `t1`. Use gradient="discretize" or "checkpoint" (the same '
+            'gradient), or "adjoint" (that of the continuous flow).'
+        )
     y1, state1 = residuals
-    y0, terms, args = vjp_arg
+    y0, terms, args, grid = vjp_arg
     params, static = eqx.partition((terms, args), eqx.is_inexact_array)
     ct_y1 = jtu.tree_map(
         lambda c, y: jnp.zeros_like(y) if c is None else c,
@@ -128,16 +181,19 @@ def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver, grid):
     # from the true one (reversed dynamics that amplify round-off).
     error = relative_error(y0_rebuilt, y0)
     tol = jnp.sqrt(jnp.finfo(error.dtype).eps)
-    ct_y0 = eqx.error_if(
-        ct_y0,
+    ct_y0, ct_terms, ct_args = raise_if(
+        (ct_y0, ct_terms, ct_args),
         ~(error <= tol),
-        'neuralde: gradient="reversible" rebuilt the initial state with a relative '
-        "error above sqrt(eps): running the steps backwards amplifies round-off "
-        "here (a strongly contracting field, or a small `coupling`), so the gradient "
-        'would be wrong. Use gradient="discretize" or "checkpoint"; '
-        "`neuralde.stability.reversibility_error` measures the drift.",
+        0,
+        [
+            'neuralde: gradient="reversible" rebuilt the initial state with a relative '
+            "error above sqrt(eps): running the steps backwards amplifies round-off "
+            "here (a strongly contracting field, or a small `coupling`), so the "
+            'gradient would be wrong. Use gradient="discretize" or "checkpoint"; '
+            "`neuralde.stability.reversibility_error` measures the drift."
+        ],
     )
-    return ct_y0, ct_terms, ct_args
+    return ct_y0, ct_terms, ct_args, jtu.tree_map(lambda _: None, grid)
 
 
 def relative_error(rebuilt: PyTree[Array], y0: PyTree[Array]) -> Array:

@@ -1,0 +1,68 @@
+import abc
+
+import diffrax as dfx
+import equinox as eqx
+from jaxtyping import Array, PyTree
+
+from .._steps import StepGrid
+
+
+class Integration(eqx.Module):
+    """A validated solve, as `neuralde.solve` hands it to a gradient mode.
+
+    - `terms`: the diffrax terms: one `ODETerm`, or two for two-stream solvers.
+    - `solver`: the diffrax solver.
+    - `t0`, `t1`: the interval, in the state's dtype ($t_1 < t_0$ runs backwards).
+    - `grid`: the `StepGrid` of a fixed-step solve; `None` for adaptive steps.
+    - `ts`: the times to save at, or `None` for the state at `t1` only.
+    - `args`: passed to the terms.
+    - `dt0`, `rtol`, `atol`, `max_steps`: the adaptive step-size controller's
+        options (`dt0=None`: diffrax picks the first step).
+    """
+
+    terms: PyTree
+    solver: dfx.AbstractSolver
+    t0: Array
+    t1: Array
+    grid: StepGrid | None
+    ts: Array | None
+    args: PyTree
+    dt0: float | None = None
+    rtol: float = eqx.field(static=True, default=1e-5)
+    atol: float = eqx.field(static=True, default=1e-6)
+    max_steps: int = eqx.field(static=True, default=4096)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.grid is None
+
+
+class AbstractGradient(eqx.Module):
+    """How `neuralde.solve` takes reverse-mode derivatives: a gradient mode.
+
+    A mode knows which solves it can differentiate (`check`) and runs them
+    (`solve`); `neuralde.solve` validates its arguments, builds the
+    [`neuralde.gradients.Integration`][], and hands it over. To add a mode,
+    subclass this, implement both methods, and pass an instance as
+    `solve(..., gradient=MyMode())`.
+    """
+
+    def check(self, solver: dfx.AbstractSolver, *, adaptive: bool, ts: bool) -> None:
+        """Raise a `ValueError` that says why, and what to use instead, if this mode
+        cannot differentiate a solve with this `solver`, with adaptive or fixed
+        steps, saving at `ts` or not. Called before anything is traced.
+
+        The default accepts everything.
+        """
+
+    @abc.abstractmethod
+    def solve(self, problem: Integration, y0: PyTree[Array]) -> PyTree[Array]:
+        """**Arguments:**
+
+        - `problem`: the solve, validated by `check`.
+        - `y0`: the initial state.
+
+        **Returns:** the state at `problem.t1`, or with `problem.ts` the states at
+        those times stacked on a leading axis. A state that becomes non-finite
+        raises an error naming the time.
+        """
