@@ -23,10 +23,10 @@ The same problem is trained from the same initialisation with each gradient mode
   (`diffrax.RecursiveCheckpointAdjoint` with diffrax's default number of
   checkpoints for `max_steps=4096`, about 90, so a solve of fewer steps stores them
   all);
-- `checkpoint`: the same gradient with only 8 checkpoints (`checkpoints=8`):
-  recomputation for memory. (Without `checkpoints=`, an adaptive solve under
-  `"checkpoint"` uses the same default as `"discretize"`, so the two modes would
-  compile to the same program.)
+- `checkpoint`: the same gradient with only 8 checkpoints
+  (`nde.gradients.Checkpoint(checkpoints=8)`): recomputation for memory. (Without
+  `checkpoints=`, an adaptive solve under `"checkpoint"` uses the same default as
+  `"discretize"`, so the two modes would compile to the same program.)
 - `adjoint`: the continuous adjoint solved backwards (`diffrax.BacksolveAdjoint`),
   an approximation of the discrete gradient.
 
@@ -73,7 +73,7 @@ import neuralde as nde  # noqa: E402
 DTYPE = jnp.float32
 MODES = {
     "discretize": dict(gradient="discretize"),
-    "checkpoint": dict(gradient="checkpoint", checkpoints=8),
+    "checkpoint": dict(gradient=nde.gradients.Checkpoint(checkpoints=8)),
     "adjoint": dict(gradient="adjoint"),
 }
 # phases: (fraction of the observation times fitted, training steps).
@@ -195,7 +195,7 @@ def main(argv=None):
         SETTINGS,
         seed=options.seed,
         quick=options.quick,
-        gradient_options={m: MODES[m] for m in config["modes"]},
+        gradient_options={m: str(MODES[m]["gradient"]) for m in config["modes"]},
     )
     out = default_out(__file__) if options.out is None else pathlib.Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
