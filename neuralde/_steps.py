@@ -181,14 +181,23 @@ def segment_sizes(n: int, levels: int, checkpoints: int | None) -> tuple[int, ..
     """The nested segment lengths of `levels` levels of checkpointing over `n`
     steps: `checkpoints` stored states at the top level (default
     $\\lceil n^{1/\\text{levels}} \\rceil$), each level below splitting its segment
-    likewise; $O(\\text{levels} \\cdot n^{1/\\text{levels}})$ states in all."""
+    likewise; $O(\\text{levels} \\cdot n^{1/\\text{levels}})$ states in all.
+
+    A default segment length that divides its level's steps is preferred when one
+    lies within a factor of two, so that no shorter last segment needs compiling
+    (1000 steps: 25 segments of 40)."""
     sizes = []
     m = n
     for level in range(levels, 1, -1):
-        count = math.ceil(m ** (1 / level) - 1e-9)
         if level == levels and checkpoints is not None:
-            count = checkpoints
-        size = max(1, math.ceil(m / max(1, count)))
+            size = math.ceil(m / checkpoints)
+        else:
+            size = math.ceil(m ** ((level - 1) / level) - 1e-9)
+            divisors = [d for d in range(size, min(2 * size, m) + 1) if m % d == 0]
+            divisors += [d for d in range(size - 1, size // 2, -1) if m % d == 0]
+            if divisors:
+                size = min(divisors, key=lambda d: abs(d - size))
+        size = max(1, size)
         sizes.append(size)
         m = size
     return tuple(sizes)

@@ -53,7 +53,8 @@ def test_checkpoint_equals_discretize(getkey, levels, steps):
 
 def test_segment_sizes():
     assert nde._steps.segment_sizes(100, 2, None) == (10,)
-    assert nde._steps.segment_sizes(1000, 2, None) == (32,)
+    assert nde._steps.segment_sizes(1000, 2, None) == (25,)  # divides 1000
+    assert nde._steps.segment_sizes(997, 2, None) == (32,)
     assert nde._steps.segment_sizes(1000, 2, 10) == (100,)
     assert nde._steps.segment_sizes(1000, 3, None) == (100, 10)
 
