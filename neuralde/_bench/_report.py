@@ -303,14 +303,39 @@ def _series(rows, value, *, reference=False):
     return {k: sorted(v.items()) for k, v in curves.items()}
 
 
-def _plot(ax, curves, *, dashed=False):
-    for label, points in curves.items():
+_MARKERS = "osD^vP"
+
+
+def _plot(ax, curves, *, dashed=False, start=0):
+    """Curves on log-log axes, each of its own colour and marker (colours repeat
+    every ten curves with another marker), counted from `start`; ticks at the
+    measured step counts."""
+    import matplotlib  # here for the reason of `_figure`
+    import matplotlib.ticker
+
+    colours = matplotlib.colormaps["tab10"].colors
+    steps = set()
+    for i, (label, points) in enumerate(curves.items(), start):
         x, y = zip(*points)
-        ax.plot(x, y, "--" if dashed else "-", marker="o", ms=3, label=label)
+        steps.update(x)
+        ax.plot(
+            x,
+            y,
+            "--" if dashed else "-",
+            color=colours[i % 10],
+            marker=_MARKERS[(i // 10) % len(_MARKERS)],
+            ms=4,
+            label=label,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if steps:
+        ticks = sorted(steps)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("steps")
     ax.grid(True, which="both", alpha=0.3)
+    return start + len(curves)
 
 
 def time_figure(rows: list[dict]) -> bytes:
@@ -319,11 +344,11 @@ def time_figure(rows: list[dict]) -> bytes:
     for ax, stage, title in zip(
         axes, ("forward", "forward_gradient"), ("forward", "forward + gradient")
     ):
-        _plot(ax, _series(rows, lambda r: r[stage]["median_s"]))
+        n = _plot(ax, _series(rows, lambda r: r[stage]["median_s"]))
         reference = _series(
             rows, lambda r: r["reference"][stage]["median_s"], reference=True
         )
-        _plot(ax, reference, dashed=True)
+        _plot(ax, reference, dashed=True, start=n)
         ax.set_title(title)
         ax.set_ylabel("median time, s")
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
