@@ -160,3 +160,19 @@ def test_layer_index_half_precision(dtype, layers):
 def test_unstacked_operator_is_rejected(getkey):
     with pytest.raises(ValueError, match="unstacked.*fields.stack"):
         nde.fields.Hamiltonian(operator=nde.fields.Dense(4, 8, key=getkey()), layers=8)
+
+
+def test_sizes_and_activation_are_checked(getkey):
+    with pytest.raises(ValueError, match="MLP: sizes must be positive integers"):
+        nde.fields.MLP(0, key=getkey())
+    with pytest.raises(ValueError, match="Hamiltonian: sizes must be positive"):
+        nde.fields.Hamiltonian(4, -1, key=getkey())
+    # A zero-width K would make the field silently the zero map.
+    with pytest.raises(ValueError, match="Hamiltonian: sizes must be positive"):
+        nde.fields.Hamiltonian(4, 0, key=getkey())
+    with pytest.raises(ValueError, match="`in_size` must be a positive integer"):
+        nde.fields.Dense(0, 3, key=getkey())
+    with pytest.raises(TypeError, match="`activation` must be a function"):
+        nde.fields.Antisymmetric(3, activation="tanh", key=getkey())
+    with pytest.raises(TypeError, match="Attention: `activation` must be"):
+        nde.fields.Attention(8, 2, activation=None, key=getkey())

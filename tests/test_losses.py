@@ -701,3 +701,17 @@ JIT_ERRORS = [  # the same values, traced: equinox raises when the function runs
 def test_bad_values_under_jit(match, fn, arg):
     with pytest.raises(RuntimeError, match=match):
         jax.block_until_ready(jax.jit(fn)(arg))
+
+
+def test_cross_entropy_probability_rows_must_sum_to_one():
+    logits = jnp.zeros((2, 3))
+    good = jnp.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    bad = jnp.array([[0.2, 0.3, 0.4], [1.0, 0.0, 0.0]])
+    assert jnp.isfinite(losses.cross_entropy(logits, good))
+    with pytest.raises(ValueError, match=r"sum to one.*index \(0,\) sums to 0\.9"):
+        losses.cross_entropy(logits, bad)
+    with pytest.raises(Exception, match="must sum to one"):
+        jax.jit(losses.cross_entropy)(logits, bad)
+    # A masked-out row is not read.
+    mask = jnp.array([False, True])
+    assert jnp.isfinite(losses.cross_entropy(logits, bad, mask=mask))

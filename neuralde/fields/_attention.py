@@ -7,7 +7,14 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from .._attention import attention_mask
 from .._checks import positive_int
-from ._base import _describe, AbstractField, Activation, check_layers, check_shape
+from ._base import (
+    _describe,
+    AbstractField,
+    Activation,
+    check_activation,
+    check_layers,
+    check_shape,
+)
 
 
 class Attention(AbstractField):
@@ -97,6 +104,7 @@ class Attention(AbstractField):
         defaults (uniform in $\\pm 1/\\sqrt{\\text{fan-in}}$); LayerNorms start at
         $\\gamma = 1$, $\\beta = 0$.
         """
+        check_activation("Attention", activation)
         check_layers(layers, t1)
         self.d_model = positive_int(d_model, "d_model")
         self.num_heads = positive_int(num_heads, "num_heads")

@@ -104,6 +104,14 @@ def check_layers(layers: int, t1: float) -> None:
         raise ValueError(f"`t1` must be positive, got {t1!r}.")
 
 
+def check_activation(name: str, activation) -> None:
+    if not callable(activation):
+        raise TypeError(
+            f"{name}: `activation` must be a function applied elementwise, such as "
+            f"`jnp.tanh` or `jax.nn.relu`, got {activation!r}."
+        )
+
+
 def check_shape(name: str, y: Shaped[Array, "..."], shape: tuple[int, ...]) -> None:
     """Trace-time check that one example's state has the expected shape."""
     if isinstance(y, tuple | list | dict):
@@ -139,6 +147,9 @@ class AbstractOperatorField(AbstractField):
     bias: eqx.AbstractVar[Array]
     activation: eqx.AbstractVar[Activation]
 
+    def __check_init__(self):
+        check_activation(type(self).__name__, self.activation)
+
     def state_shape(self) -> tuple[int, ...]:
         """The shape of one example's state (one stream, for two-stream fields)."""
         return self.operator.in_structure().shape
@@ -173,6 +184,13 @@ def init_operator(
         if key is None:
             raise TypeError(f"{name} needs a PRNG `key=` to initialise its operator.")
         out_size = in_size if square else out_size
+        for size in (in_size, out_size):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(
+                    f"{name}: sizes must be positive integers, got "
+                    f"{in_size!r} and {out_size!r} (a zero-sized operator would make "
+                    "the field the zero map)."
+                )
         make = lambda k: Dense(in_size, out_size, dtype=dtype, key=k)  # noqa: E731
         operator = stack(make, layers=layers, key=key)
     elif not isinstance(operator, AbstractOperator):

@@ -7,7 +7,13 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._graph import Graph, segment_softmax
-from ._base import AbstractField, Activation, check_layers, check_shape
+from ._base import (
+    AbstractField,
+    Activation,
+    check_activation,
+    check_layers,
+    check_shape,
+)
 from ._operator import AbstractOperator
 
 
@@ -234,6 +240,7 @@ class GraphCON(AbstractField):
         self.graph = graph
         self.gamma = gamma
         self.alpha = alpha
+        check_activation("GraphCON", activation)
         self.activation = activation
         self.layers = layers
         self.t1 = t1

@@ -127,6 +127,8 @@ class Dense(AbstractOperator):
         The weight is LeCun-normal, $W_{ij} \\sim \\mathcal N(0, 1/\\text{in\\_size})$,
         so that $Wx$ has unit variance for a unit-variance input.
         """
+        in_size = positive_int(in_size, "in_size")
+        out_size = positive_int(out_size, "out_size")
         dtype = jnp.result_type(float) if dtype is None else dtype
         std = 1.0 / math.sqrt(in_size)
         self.weight = std * jr.normal(key, (out_size, in_size), dtype)

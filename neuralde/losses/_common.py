@@ -232,7 +232,7 @@ def class_targets(
         targets = check_range(
             name, "labels", labels.astype(logits.dtype), 0.0, 1.0, hint=_PROBS_HINT
         )
-        return None, targets
+        return None, _check_rows_sum_to_one(name, targets, mask)
     raise ValueError(
         f"{name}: `labels` must have shape {logits.shape[:-1]} (integer class "
         f"indices) or {logits.shape} (one-hot or probabilities along the class "
@@ -241,6 +241,31 @@ def class_targets(
 
 
 _PROBS_HINT = " One-hot and probability targets are probabilities."
+
+
+def _check_rows_sum_to_one(name: str, targets: Array, mask) -> Array:
+    """Probability targets must sum to one along the class axis (masked-out rows
+    excepted), to a tolerance of the dtype's round-off over the classes."""
+    eps = float(jnp.finfo(targets.dtype).eps)
+    tol = max(1e-6, 16 * eps * targets.shape[-1])
+    bad = jnp.abs(jnp.sum(targets, axis=-1) - 1) > tol
+    if mask is not None:
+        bad = bad & jnp.broadcast_to(jnp.asarray(mask, bool), bad.shape)
+    message = (
+        f"{name}: probability `labels` must sum to one along the class axis (the "
+        f"last axis), to within {tol:.1e}"
+    )
+    if _traced(targets, bad):
+        return eqx.error_if(targets, jnp.any(bad), f"{message}.")
+    if bool(jnp.any(bad)):
+        first = np.argwhere(np.asarray(bad))[0]
+        total = float(jnp.sum(targets, axis=-1)[tuple(first)])
+        raise ValueError(
+            f"{message}; the row at index {tuple(first.tolist())} sums to {total:.6g}. "
+            "Normalise them, e.g. `labels / labels.sum(-1, keepdims=True)`, or pass "
+            "integer class indices."
+        )
+    return targets
 
 
 def as_probs(indices: Array | None, targets: Array | None, logits: Array) -> Array:
