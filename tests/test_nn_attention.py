@@ -380,3 +380,20 @@ def test_bad_inputs(getkey):
         nde.nn.generate(model, jnp.zeros(2, int), 1, temperature=-1.0, key=getkey())
     with pytest.raises(ValueError, match=r"`prompt` must have shape \(prompt_len,\)"):
         nde.nn.generate(model, jnp.zeros((1, 2), int), 1, key=getkey())
+
+
+def test_layers_fit_sequential_with_a_key(getkey):
+    # Every layer accepts (and ignores) `key=`, as `eqx.nn.Sequential` passes one.
+    x = jax.random.normal(getkey(), (5, 8))
+    layers = [
+        nde.nn.SelfAttention(8, 2, key=getkey()),
+        nde.nn.TransformerBlock(8, 2, key=getkey()),
+    ]
+    for layer in layers:
+        seq = eqx.nn.Sequential([layer])
+        np.testing.assert_allclose(seq(x, key=getkey()), layer(x), rtol=1e-12)
+    gpt = nde.nn.GPT(11, 8, 2, 1, max_len=6, key=getkey())
+    tokens = jnp.arange(5)
+    np.testing.assert_allclose(
+        eqx.nn.Sequential([gpt])(tokens, key=getkey()), gpt(tokens), rtol=1e-12
+    )

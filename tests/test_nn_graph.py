@@ -134,6 +134,9 @@ def test_gcn_and_gat_match_dense_formulas(getkey):
     assert np.allclose(gcn(x, g), expected, atol=1e-14)
     gat = nde.nn.GAT(3, 2, num_heads=3, key=getkey())
     assert np.allclose(gat(x, g), dense_gat(gat, np.asarray(x), a), atol=1e-13)
+    # `key=` is accepted and ignored, as by every layer.
+    for layer in (gcn, gat, nde.nn.MessagePassing(3, 2, key=getkey())):
+        np.testing.assert_array_equal(layer(x, g, key=getkey()), layer(x, g))
 
 
 @pytest.mark.parametrize("aggregation", ["sum", "mean", "max"])

@@ -87,6 +87,8 @@ class SelfAttention(eqx.Module):
         self,
         x: Float[Array, "seq d_model"],
         mask: Bool[Array, "seq seq"] | Bool[Array, "heads seq seq"] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "seq d_model"]:
         """**Arguments:**
 
@@ -94,9 +96,11 @@ class SelfAttention(eqx.Module):
         - `mask`: optional boolean mask of shape `(seq_len, seq_len)`, or
             `(num_heads, seq_len, seq_len)` for one mask per head; `True` where
             position `i` may attend to position `j`. Combined with the causal mask.
+        - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
         **Returns:** shape `(seq_len, d_model)`.
         """
+        del key
         name = type(self).__name__
         check_sequence(name, "x", x, self.d_model)
         n = x.shape[0]
@@ -165,6 +169,8 @@ class CrossAttention(eqx.Module):
         mask: Bool[Array, "q_seq kv_seq"]
         | Bool[Array, "heads q_seq kv_seq"]
         | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "q_seq d_model"]:
         """**Arguments:**
 
@@ -173,9 +179,11 @@ class CrossAttention(eqx.Module):
         - `mask`: optional boolean mask of shape `(q_seq, kv_seq)`, or
             `(num_heads, q_seq, kv_seq)`; `True` where query `i` may attend to
             context position `j`.
+        - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
         **Returns:** shape `(q_seq, d_model)`.
         """
+        del key
         name = type(self).__name__
         check_sequence(name, "x", x, self.d_model)
         check_sequence(name, "context", context, self.context_size)

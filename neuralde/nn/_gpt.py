@@ -96,15 +96,19 @@ class GPT(eqx.Module):
             d_model, vocab_size, use_bias=False, dtype=dtype, key=hkey
         )
 
-    def __call__(self, tokens: Int[Array, " seq"]) -> Float[Array, "seq vocab"]:
+    def __call__(
+        self, tokens: Int[Array, " seq"], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, "seq vocab"]:
         """**Arguments:**
 
         - `tokens`: one sequence of integer token ids, shape `(seq_len,)` with
             `seq_len <= max_len` (batch with `jax.vmap`).
+        - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
         **Returns:** the logits, shape `(seq_len, vocab_size)`; row `i` scores the
         token at position `i + 1` and depends on `tokens[: i + 1]` only.
         """
+        del key
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 1:
             hint = " GPT acts on one sequence: batch with `jax.vmap`."

@@ -68,8 +68,15 @@ class GCN(eqx.Module):
         self.in_features = in_features
 
     def __call__(
-        self, x: Float[Array, "nodes in_features"], graph: Graph
+        self,
+        x: Float[Array, "nodes in_features"],
+        graph: Graph,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "nodes out_features"]:
+        """Node features `x` on `graph` -> new node features. `key` is ignored,
+        accepted as by every layer."""
+        del key
         _check_features("GCN", x, graph, self.in_features)
         h = graph.gcn(x @ self.linear.weight.T)
         if self.linear.bias is not None:
@@ -129,8 +136,15 @@ class MessagePassing(eqx.Module):
         self.in_features = in_features
 
     def __call__(
-        self, x: Float[Array, "nodes in_features"], graph: Graph
+        self,
+        x: Float[Array, "nodes in_features"],
+        graph: Graph,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "nodes out_features"]:
+        """Node features `x` on `graph` -> new node features. `key` is ignored,
+        accepted as by every layer."""
+        del key
         _check_features("MessagePassing", x, graph, self.in_features)
         pairs = jnp.concatenate([x[graph.receivers], x[graph.senders]], axis=-1)
         messages = jax.vmap(self.message)(pairs)
@@ -214,7 +228,16 @@ class GAT(eqx.Module):
         self.concat = concat
         self.negative_slope = negative_slope
 
-    def __call__(self, x: Float[Array, "nodes in_features"], graph: Graph) -> Array:
+    def __call__(
+        self,
+        x: Float[Array, "nodes in_features"],
+        graph: Graph,
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Array:
+        """Node features `x` on `graph` -> new node features (heads concatenated or
+        averaged). `key` is ignored, accepted as by every layer."""
+        del key
         _check_features("GAT", x, graph, self.weight.shape[-1])
         heads, out = self.weight.shape[:2]
         nodes = jnp.arange(graph.num_nodes, dtype=graph.senders.dtype)

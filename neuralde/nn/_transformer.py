@@ -110,15 +110,19 @@ class TransformerBlock(eqx.Module):
         self,
         x: Float[Array, "seq d_model"],
         mask: Bool[Array, "seq seq"] | Bool[Array, "heads seq seq"] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
     ) -> Float[Array, "seq d_model"]:
         """**Arguments:**
 
         - `x`: one sequence, shape `(seq_len, d_model)` (batch with `jax.vmap`).
         - `mask`: optional attention mask, as for
             [`neuralde.nn.SelfAttention`][].
+        - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
         **Returns:** shape `(seq_len, d_model)`.
         """
+        del key
         check_sequence("TransformerBlock", "x", x, self.attention.d_model)
         ln1 = jax.vmap(self.norm1)
         ln2 = jax.vmap(self.norm2)
