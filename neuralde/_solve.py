@@ -11,7 +11,6 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from ._checks import positive_int
 from ._nonfinite import raise_if
-from ._penalties import AbstractPenalty, augment
 from ._solvers import (
     check_fixed_steps,
     get_solver,
@@ -21,6 +20,8 @@ from ._solvers import (
 from ._steps import step_grid
 from .fields import AbstractField, AbstractTwoStreamField
 from .gradients import AbstractGradient, as_gradient, Integration
+from .regularizers import AbstractRegularizer
+from .regularizers._integrated import augment
 
 
 Gradient = Literal["discretize", "checkpoint", "adjoint", "reversible"]
@@ -41,7 +42,7 @@ def solve(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 4096,
-    regularizers: Sequence[AbstractPenalty] = (),
+    regularizers: Sequence[AbstractRegularizer] = (),
     key: PRNGKeyArray | None = None,
     batched: bool | None = None,
 ) -> PyTree[Array] | tuple[PyTree[Array], Array]:

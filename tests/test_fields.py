@@ -176,3 +176,23 @@ def test_sizes_and_activation_are_checked(getkey):
         nde.fields.Antisymmetric(3, activation="tanh", key=getkey())
     with pytest.raises(TypeError, match="Attention: `activation` must be"):
         nde.fields.Attention(8, 2, activation=None, key=getkey())
+
+
+def test_import_loads_the_library_only():
+    # `import neuralde` loads neither the commands' modules nor matplotlib, and the
+    # public modules are packages that export their names only.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, neuralde as nde\n"
+        "bad = [m for m in sys.modules if m.startswith(('matplotlib', "
+        "'neuralde.study', 'neuralde._study', 'neuralde.bench', 'neuralde._bench'))]\n"
+        "assert not bad, bad\n"
+        "import neuralde.study as m\n"
+        "assert m.__name__ == 'neuralde.study' and callable(m.study)\n"
+        "assert nde.bench.bench\n"
+        "for mod in (nde.train, nde.penalties, nde.regularizers, nde.gradients):\n"
+        "    assert not {'tqdm', 'positive_int', 'jnp', 'jax'} & set(vars(mod)), mod\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

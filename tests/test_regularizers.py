@@ -1,125 +1,121 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
-import jax.test_util
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import neuralde as nde
-import neuralde.regularizers as regularizers
+from neuralde.regularizers import JacobianFrobenius, KineticEnergy
 
 
-class Params(eqx.Module):
-    w: jax.Array
-    c: jax.Array
-    steps: jax.Array  # integer: not a parameter
-    scale: float = eqx.field(static=True)
-    nested: tuple = ()
-
-
-def _params(seed=0):
-    # NumPy's generator: JAX's would compile anew for each shape, slowly.
-    rng = np.random.default_rng(seed)
-    return Params(
-        w=jnp.asarray(rng.normal(size=(3, 2))),
-        c=jnp.asarray(rng.normal(size=2) + 1j * rng.normal(size=2)),
-        steps=jnp.arange(4),
-        scale=5.0,
-        nested=(jnp.array([0.5, -2.0]), "label"),
+def test_kinetic_energy_equals_quadrature_of_trajectory(getkey):
+    field = nde.fields.MLP(3, key=getkey())
+    y0 = jax.random.normal(getkey(), (3,))
+    ts = jnp.linspace(0.0, 1.0, 2001)
+    ys, ps = nde.solve(field, y0, steps=2000, ts=ts, regularizers=[KineticEnergy()])
+    speed2 = jax.vmap(lambda t, y: jnp.sum(field(t, y, None) ** 2))(ts, ys)
+    # Trapezoid on h = 5e-4: error ~ h^2 * |d^2/dt^2 speed^2| ~ 1e-7.
+    cumulative = np.concatenate(
+        [[0.0], np.cumsum(0.5 * (speed2[1:] + speed2[:-1]) * np.diff(ts))]
     )
+    np.testing.assert_allclose(ps[:, 0], cumulative, rtol=1e-6, atol=1e-9)
+    # and the state is the same as without the penalty
+    np.testing.assert_allclose(ys[-1], nde.solve(field, y0, steps=2000), rtol=1e-14)
 
 
-def _field(layers=4, seed=0):
-    f = nde.fields.MLP(3, layers=layers, key=jr.PRNGKey(seed))
-    bias = jnp.asarray(np.random.default_rng(seed).normal(size=(layers, 3)))
-    return eqx.tree_at(lambda f: f.bias, f, bias)
+class Linear(eqx.Module):
+    A: jax.Array
+
+    def __call__(self, t, y, args):
+        return self.A @ y
 
 
-def test_l1_l2_elastic_net_closed_forms():
-    p = _params()
-    floats = [np.asarray(p.w), np.asarray(p.c), np.asarray(p.nested[0])]
-    sq = sum(np.sum(np.abs(x) ** 2) for x in floats)
-    ab = sum(np.sum(np.abs(x)) for x in floats)
-    np.testing.assert_allclose(regularizers.l2(p), sq / 2, rtol=1e-14)
-    np.testing.assert_allclose(regularizers.l1(p), ab, rtol=1e-14)
-    np.testing.assert_allclose(
-        regularizers.elastic_net(p, l1_ratio=0.3), 0.3 * ab + 0.7 * sq / 2, rtol=1e-14
+@pytest.mark.slow
+def test_hutchinson_converges_to_exact_frobenius(getkey):
+    A = jax.random.normal(getkey(), (4, 4))
+    exact = 2.0 * jnp.sum(A**2)  # integral over [0, 2] of ||A||_F^2
+    y0 = jax.random.normal(getkey(), (4,))
+    keys = jax.random.split(getkey(), 64)
+
+    def estimate(samples, key):
+        reg = [JacobianFrobenius(samples=samples)]
+        _, p = nde.solve(Linear(A), y0, t1=2.0, steps=4, regularizers=reg, key=key)
+        return p[0]
+
+    errs = []
+    for samples in (1, 16, 256):
+        est = jax.vmap(lambda k: estimate(samples, k))(keys)
+        # unbiased: the mean over keys is near the exact value ...
+        assert abs(jnp.mean(est) / exact - 1) < 3 * jnp.std(est) / exact / 8 + 1e-12
+        errs.append(float(jnp.sqrt(jnp.mean((est - exact) ** 2)) / exact))
+    # ... and the error falls like 1/sqrt(samples): 4x per 16x samples.
+    assert errs[0] / errs[1] > 2.5 and errs[1] / errs[2] > 2.5, errs
+
+
+@pytest.mark.slow
+def test_hutchinson_nonlinear_field(getkey):
+    field = nde.fields.Antisymmetric(3, key=getkey())
+    y0 = jax.random.normal(getkey(), (3,))
+    n = 400
+    ts = jnp.linspace(0.0, 1.0, n + 1)
+    ys = nde.solve(field, y0, steps=n, ts=ts)
+    jac2 = jax.vmap(lambda t, y: jnp.sum(jax.jacfwd(field, 1)(t, y, None) ** 2))(ts, ys)
+    exact = float(jnp.sum(0.5 * (jac2[1:] + jac2[:-1])) / n)
+    _, p = nde.solve(
+        field, y0, steps=n, regularizers=[JacobianFrobenius(4096)], key=getkey()
     )
-    assert regularizers.weight_decay is regularizers.l2
-    # A tree without inexact arrays costs nothing.
-    assert regularizers.l2({"n": jnp.arange(3), "s": "x"}) == 0
-    assert regularizers.l1([]) == 0
+    assert abs(float(p[0]) / exact - 1) < 0.05
 
 
-def test_l2_gradient_is_the_parameters():
-    layer = eqx.nn.Linear(3, 2, key=jr.PRNGKey(0))
-    grads = eqx.filter_grad(regularizers.l2)(layer)
-    np.testing.assert_allclose(grads.weight, layer.weight, rtol=1e-14)
-    np.testing.assert_allclose(grads.bias, layer.bias, rtol=1e-14)
+def _penalty_fn(field, y0, **kw):
+    params, static = eqx.partition(field, eqx.is_inexact_array)
+    flat, unravel = ravel_pytree(params)
 
+    def fn(x):
+        f = eqx.combine(unravel(x), static)
+        y1, p = nde.solve(f, y0, **kw)
+        return jnp.sum(y1) + jnp.sum(p)
 
-def test_time_smoothness_of_a_field():
-    f = _field()
-    W, b = np.asarray(f.operator.weight), np.asarray(f.bias)
-    assert W.shape == (4, 3, 3) and b.shape == (4, 3)
-    expected = np.sum(np.diff(W, axis=0) ** 2) + np.sum(np.diff(b, axis=0) ** 2)
-    np.testing.assert_allclose(regularizers.time_smoothness(f), expected, rtol=1e-14)
-    np.testing.assert_allclose(
-        regularizers.time_smoothness(f, layers=4), expected, rtol=1e-14
-    )
-    # Constant in time: zero.
-    assert regularizers.time_smoothness(_field(layers=1)) == 0
-    first = (np.repeat(W[:1], 4, axis=0), np.repeat(b[:1], 4, axis=0))
-    same = eqx.tree_at(lambda f: (f.operator.weight, f.bias), f, first)
-    assert regularizers.time_smoothness(same) == 0
-
-
-def test_time_smoothness_non_layered_arrays():
-    f = _field()
-    alone = regularizers.time_smoothness(f)
-    # A 0-d array has no layer axis and adds nothing.
-    assert regularizers.time_smoothness((f, jnp.array(3.0))) == alone
-    # An unstacked layer next to the field: the layer axis is ambiguous without
-    # `layers=`; with it, arrays of another leading length are left out.
-    model = (f, eqx.nn.Linear(3, 5, key=jr.PRNGKey(1)))
-    with pytest.raises(ValueError, match=r"lengths \[4, 5\].*Pass `layers=`"):
-        regularizers.time_smoothness(model)
-    np.testing.assert_allclose(
-        regularizers.time_smoothness(model, layers=4), alone, rtol=1e-14
-    )
-
-
-def test_gradients_against_finite_differences():
-    f = _field(layers=3)
-    W = f.operator.weight
-
-    def loss(W, b):
-        g = eqx.tree_at(lambda g: (g.operator.weight, g.bias), f, (W, b))
-        return regularizers.time_smoothness(g) + regularizers.elastic_net(
-            g, l1_ratio=0.4
-        )
-
-    jax.test_util.check_grads(jax.jit(loss), (W, f.bias), order=1, modes=["fwd", "rev"])
+    return fn, flat
 
 
 @pytest.mark.parametrize(
-    "call, match",
-    [
-        (lambda p: regularizers.elastic_net(p, l1_ratio=1.5), r"lie in \[0, 1\]"),
-        (lambda p: regularizers.elastic_net(p, l1_ratio=-0.1), "got -0.1"),
-        (lambda p: regularizers.time_smoothness(p, layers=0), "positive integer"),
-        (lambda p: regularizers.time_smoothness(p, layers=2.0), "positive integer"),
-    ],
+    "solver, gradient",
+    [("rk4", "checkpoint"), ("reversible_heun", "reversible"), ("rk4", "adjoint")],
 )
-def test_bad_input(call, match):
-    with pytest.raises(ValueError, match=match):
-        call(_params())
+@pytest.mark.slow
+def test_regularizers_differentiate_under_every_gradient_mode(getkey, solver, gradient):
+    field = nde.fields.MLP(3, layers=2, key=getkey())
+    y0 = jax.random.normal(getkey(), (3,))
+    kw = dict(
+        steps=64,
+        solver=solver,
+        regularizers=[KineticEnergy(), JacobianFrobenius(2)],
+        key=getkey(),
+    )
+    f_mode, x = _penalty_fn(field, y0, gradient=gradient, **kw)
+    f_ref, _ = _penalty_fn(field, y0, gradient="discretize", **kw)
+    g, g_ref = jax.grad(f_mode)(x), jax.grad(f_ref)(x)
+    rel = float(jnp.max(jnp.abs(g - g_ref)) / jnp.max(jnp.abs(g_ref)))
+    # exact modes to round-off; the continuous adjoint to its discretisation error
+    # (layers=2: a layer boundary inside the interval makes it O(h)).
+    assert rel < (1e-3 if gradient == "adjoint" else 1e-10), rel
 
 
-def test_bad_l1_ratio_under_jit():
-    p = _params()
-    net = eqx.filter_jit(lambda p, r: regularizers.elastic_net(p, l1_ratio=r))
-    assert jnp.isfinite(net(p, jnp.array(0.5)))
-    with pytest.raises(RuntimeError, match="l1_ratio` must lie in"):
-        jax.block_until_ready(net(p, jnp.array(2.0)))
+def test_bad_input(getkey):
+    field = nde.fields.MLP(3, key=getkey())
+    ham = nde.fields.Hamiltonian(3, 4, key=getkey())
+    y0 = jnp.ones(3)
+    with pytest.raises(ValueError, match="two-stream solver"):
+        nde.solve(
+            ham, (y0, y0), steps=2, solver="leapfrog", regularizers=[KineticEnergy()]
+        )
+    with pytest.raises(ValueError, match="pass `key=`"):
+        nde.solve(field, y0, steps=2, regularizers=[JacobianFrobenius()])
+    with pytest.raises(ValueError, match="stochastic"):
+        nde.solve(field, y0, steps=2, key=getkey())
+    with pytest.raises(TypeError, match="KineticEnergy"):
+        nde.solve(field, y0, steps=2, regularizers=["kinetic"])
+    with pytest.raises(ValueError, match="samples"):
+        JacobianFrobenius(samples=0)

@@ -30,7 +30,7 @@ def quick(tmp_path_factory):
     1e38, and the next forward pass overflows float32)."""
     out = tmp_path_factory.mktemp("study") / "results"
     lr = {"Hamiltonian": 1e38}
-    results = nde.study(quick=True, lr=lr, out=str(out), progress=False)
+    results = nde.study.study(quick=True, lr=lr, out=str(out), progress=False)
     return out, results
 
 
@@ -149,9 +149,9 @@ def test_cli_quick_and_force(tmp_path):
 def test_refuses_a_non_empty_directory(tmp_path):
     (tmp_path / "old.txt").write_text("")
     with pytest.raises(FileExistsError, match="not empty.*force=True"):
-        nde.study(quick=True, out=str(tmp_path), progress=False)
+        nde.study.study(quick=True, out=str(tmp_path), progress=False)
     with pytest.raises(FileExistsError, match="is a file"):
-        nde.study(quick=True, out=str(tmp_path / "old.txt"), progress=False)
+        nde.study.study(quick=True, out=str(tmp_path / "old.txt"), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_refuses_a_non_empty_directory(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, match):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=match):
-        nde.study(quick=True, out=str(out), progress=False, **kwargs)
+        nde.study.study(quick=True, out=str(out), progress=False, **kwargs)
     assert not out.exists()  # rejected before any work
 
 

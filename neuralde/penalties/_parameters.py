@@ -1,28 +1,9 @@
-"""Regularisers: scalar penalties on the parameters of a model.
-
-Each takes any PyTree (an `eqx.Module`, such as a `neuralde.fields` field, or a
-nested container of arrays) and acts on its inexact (floating-point or complex)
-array leaves; everything else (integer arrays such as a graph's edge list, static
-fields, Python numbers) is ignored. Apply one to part of a model to choose what it
-penalises, e.g. `l2(model.field.operator)` to leave the biases out.
-
-The kinetic-energy and Jacobian regularisers of neural ODEs (`KineticEnergy`,
-`JacobianFrobenius`, Finlay et al. 2020) need the trajectory: they are integrated
-during the solve, `nde.solve(..., regularizers=[...])`, and live in
-`neuralde._penalties`; they are re-exported here.
-"""
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from ._checks import positive_int
-from ._penalties import (
-    AbstractPenalty as AbstractPenalty,
-    JacobianFrobenius as JacobianFrobenius,
-    KineticEnergy as KineticEnergy,
-)
+from .._checks import positive_int
 
 
 def _leaves(tree: PyTree) -> list[Array]:
@@ -48,7 +29,7 @@ def l2(tree: PyTree) -> Float[Array, ""]:
     With the factor $\\tfrac12$, the gradient is $\\theta$ itself, so that adding
     $\\lambda\\,$`l2` to a loss is weight decay with coefficient $\\lambda$ under
     SGD. (For Adam, decoupled weight decay, `optax.adamw`, is usually preferred to a
-    penalty in the loss.) `weight_decay` is another name for this function.
+    penalty in the loss.)
 
     **Arguments:**
 
@@ -58,9 +39,6 @@ def l2(tree: PyTree) -> Float[Array, ""]:
     """
     leaves = _leaves(tree)
     return 0.5 * _total([_squared_norm(x) for x in leaves], leaves)
-
-
-weight_decay = l2  # the same function, under the name optimisers use
 
 
 def l1(tree: PyTree) -> Float[Array, ""]:

@@ -1,6 +1,3 @@
-"""`fit`: train an Equinox model with optax, in one jitted step, on one device or
-many."""
-
 import inspect
 import os
 import time
@@ -16,9 +13,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
-from . import _checkpoint
-from ._checks import positive_int
-from .data import Dataset
+from .. import _checkpoint
+from .._checks import positive_int
+from ..data import Dataset
 
 
 Metric = Callable[..., Array]

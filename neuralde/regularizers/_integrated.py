@@ -11,10 +11,10 @@ import jax.random as jr
 import jax.tree_util as jtu
 from jaxtyping import Array, PRNGKeyArray, PyTree, Scalar
 
-from ._checks import positive_int
+from .._checks import positive_int
 
 
-class AbstractPenalty(eqx.Module):
+class AbstractRegularizer(eqx.Module):
     """A running cost $\\int_{t_0}^{t_1} r(t, y)\\, dt$ that `solve` integrates as an
     extra component of the state, so that it is differentiated by whichever gradient
     mode the solve uses (the continuous adjoint included)."""
@@ -31,7 +31,7 @@ class AbstractPenalty(eqx.Module):
         $v \\mapsto \\partial F/\\partial y\\, v$ at $(t, y)$."""
 
 
-class KineticEnergy(AbstractPenalty):
+class KineticEnergy(AbstractRegularizer):
     """$\\int \\|F(t, y)\\|^2 dt$: the kinetic energy of the flow (Finlay et al. 2020).
 
     Penalising it favours straight trajectories at constant speed, which adaptive
@@ -56,7 +56,7 @@ class KineticEnergy(AbstractPenalty):
         return sum(jnp.sum(x**2) for x in jtu.tree_leaves(f))
 
 
-class JacobianFrobenius(AbstractPenalty):
+class JacobianFrobenius(AbstractRegularizer):
     """$\\int \\|\\partial F/\\partial y\\|_F^2 dt$, by Hutchinson's estimator
     $\\|J\\|_F^2 = \\mathbb E\\,\\|J\\varepsilon\\|^2$, $\\varepsilon \\sim
     \\mathcal N(0, I)$, with one Jacobian-vector product per sample (Finlay et al.
@@ -98,7 +98,7 @@ class Augmented(eqx.Module):
     """The field on the state `(y, p)`, where `p` holds the running penalties."""
 
     field: Callable
-    penalties: tuple[AbstractPenalty, ...]
+    penalties: tuple[AbstractRegularizer, ...]
     noise: tuple[PyTree[Array], ...]
 
     def __call__(self, t, state, args):
@@ -113,7 +113,7 @@ def augment(field, y0, penalties, key):
     """The augmented field and initial state for `penalties`."""
     penalties = tuple(penalties)
     for p in penalties:
-        if not isinstance(p, AbstractPenalty):
+        if not isinstance(p, AbstractRegularizer):
             raise TypeError(
                 "`regularizers` must be `neuralde.regularizers` penalties such as "
                 f"`KineticEnergy()` or `JacobianFrobenius()`, got {type(p).__name__}."
