@@ -37,9 +37,9 @@ Measured:
   are from the true ones (`nde.stability.reversibility_error`).
 
 **The convolution.** The operator is the periodic convolution of
-`nde.fields.Conv` (same weights, initialisation and cross-correlation convention;
+`nde.operators.Conv` (same weights, initialisation and cross-correlation convention;
 the script checks that both agree), computed as a product with its block-circulant
-matrix. On XLA's CPU backend, `nde.fields.Conv`'s channels-first
+matrix. On XLA's CPU backend, `nde.operators.Conv`'s channels-first
 `lax.conv_general_dilated` is slow on these 4 x 4 images: the loss and gradient of
 this network at 256 layers took 1.05 s with it and 0.17 s with the matrix product,
 and the 1024-layer network would not train in minutes.
@@ -117,8 +117,8 @@ def _shifts(height: int, width: int, kh: int, kw: int) -> np.ndarray:
     return s
 
 
-class CirculantConv(nde.fields.AbstractOperator):
-    """The periodic convolution of `nde.fields.Conv`, as a product with its block
+class CirculantConv(nde.operators.AbstractOperator):
+    """The periodic convolution of `nde.operators.Conv`, as a product with its block
     circulant matrix $M_{(o,i,j),(c,i',j')} = \\sum_{p,q} w_{o,c,p,q}
     S^{pq}_{(i,j),(i',j')}$ (one dense matmul per application instead of a
     convolution, which XLA's CPU backend runs slowly on tiny images)."""
@@ -126,8 +126,8 @@ class CirculantConv(nde.fields.AbstractOperator):
     weight: Float[Array, "*layers out_channels in_channels kh kw"]
     shape: tuple[int, int] = eqx.field(static=True)
 
-    def __init__(self, conv: nde.fields.Conv):
-        """**Arguments:** `conv`, a periodic `nde.fields.Conv` whose weights and image
+    def __init__(self, conv: nde.operators.Conv):
+        """**Arguments:** `conv`, a periodic `nde.operators.Conv` whose weights and image
         size are taken over."""
         if conv.padding_mode != "CIRCULAR":
             raise ValueError(
@@ -156,17 +156,17 @@ class CirculantConv(nde.fields.AbstractOperator):
 
 def conv_operator(channels: int, layers: int, *, key) -> CirculantConv:
     def make(k):
-        return CirculantConv(nde.fields.Conv(channels, channels, 3, shape=IMAGE, key=k))
+        return CirculantConv(nde.operators.Conv(channels, channels, 3, shape=IMAGE, key=k))
 
-    return nde.fields.stack(make, layers=layers, key=key)
+    return nde.operators.stack(make, layers=layers, key=key)
 
 
 def check_operator(channels: int, key) -> float:
-    """The largest difference between `CirculantConv` and `nde.fields.Conv` on a
+    """The largest difference between `CirculantConv` and `nde.operators.Conv` on a
     random image (float32 round-off expected). Their transposes, both derived by
     `jax.linear_transpose`, then agree too."""
     ckey, xkey = jr.split(key)
-    conv = nde.fields.Conv(channels, channels, 3, shape=IMAGE, key=ckey)
+    conv = nde.operators.Conv(channels, channels, 3, shape=IMAGE, key=ckey)
     x = jr.normal(xkey, (channels, *IMAGE))
     difference = eqx.filter_jit(
         lambda conv, x: jnp.abs(CirculantConv(conv)(x) - conv(x))
@@ -449,7 +449,7 @@ def main(argv=None):
     operator_error = check_operator(cfg["channels"], okey)
     if not operator_error < 1e-4:
         raise RuntimeError(
-            f"CirculantConv differs from nde.fields.Conv by {operator_error:.3g}."
+            f"CirculantConv differs from nde.operators.Conv by {operator_error:.3g}."
         )
 
     batch = slice(0, cfg["batch_size"])
@@ -474,7 +474,7 @@ def main(argv=None):
             cfg,
             seed=args.seed,
             solver=SOLVER,
-            operator="CirculantConv (periodic 3x3 convolution of nde.fields.Conv)",
+            operator="CirculantConv (periodic 3x3 convolution of nde.operators.Conv)",
             image_after_stem=IMAGE,
             dtype="float32",
             optimizer="adam, cosine decay to 5% of lr",

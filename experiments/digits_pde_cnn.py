@@ -1,7 +1,7 @@
 r"""Digits with PDE-based convolutional networks (Ruthotto & Haber 2020).
 
 Three continuous-time CNNs, each a stable field on the periodic 3 x 3 convolution
-$K$ (`nde.fields.Conv`), against a residual CNN, on the 8 x 8 handwritten digits
+$K$ (`nde.operators.Conv`), against a residual CNN, on the 8 x 8 handwritten digits
 (`nde.data.digits()`, stratified 80/20 split):
 
 - parabolic: $\dot y = -K^\top \tanh(K y + b)$ (diffusion-like; forward Euler);
@@ -99,9 +99,9 @@ def make_body(name: str, cfg: dict, *, key):
         return eqx.nn.Sequential(blocks)
 
     def conv(k):
-        return nde.fields.Conv(width, width, 3, shape=IMAGE, key=k)
+        return nde.operators.Conv(width, width, 3, shape=IMAGE, key=k)
 
-    K = nde.fields.stack(conv, layers=cfg["layers"], key=key)
+    K = nde.operators.stack(conv, layers=cfg["layers"], key=key)
     cls = dict(
         parabolic=nde.fields.Parabolic,
         hyperbolic=nde.fields.Hyperbolic,

@@ -16,7 +16,7 @@ Models:
   decoder 16 -> 2.
 - `Diffusion`: the same encoder and decoder around a nonlinear graph diffusion
   $\dot X = -G^\top \tanh(G X W_k^\top + b_k) W_k$ (`nde.fields.Parabolic` with the
-  graph gradient `nde.fields.GraphGradient` as its operator, 4 layers), over
+  graph gradient `nde.operators.GraphGradient` as its operator, 4 layers), over
   $[0, 1]$, RK4 with 60 steps.
 - `Diffusion-20`: the same with 20 RK4 steps. The diffusion is stiff: its Jacobian
   $-(W \otimes G)^\top \operatorname{diag}(\tanh')(W \otimes G)$ has real,
@@ -131,8 +131,8 @@ def make_model(name, graph, features, classes, *, key):
         block = nde.nn.ODEBlock(field, steps=GRAND_STEPS, solver="rk4")
     elif name in DIFFUSION_STEPS:
         layers = DIFFUSION_LAYERS
-        operator = nde.fields.stack(
-            lambda k: nde.fields.GraphGradient(
+        operator = nde.operators.stack(
+            lambda k: nde.operators.GraphGradient(
                 graph, hidden, hidden, dtype=DTYPE, key=k
             ),
             layers=layers,

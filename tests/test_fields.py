@@ -13,7 +13,7 @@ def _weights(field):
 
 
 def test_dense_transpose_is_exact_adjoint(getkey):
-    K = nde.fields.Dense(5, 3, key=getkey())
+    K = nde.operators.Dense(5, 3, key=getkey())
     x = jax.random.normal(getkey(), (5,))
     y = jax.random.normal(getkey(), (3,))
     # <Kx, y> = <x, K^T y>, and K^T is the matrix transpose, to round-off.
@@ -107,8 +107,8 @@ def test_hyperbolic_and_parabolic_closed_forms(getkey):
 
 def test_custom_operator_and_activation(getkey):
     # Any stacked AbstractOperator can stand in for K.
-    K = nde.fields.stack(
-        lambda k: nde.fields.Dense(3, 7, key=k), layers=2, key=getkey()
+    K = nde.operators.stack(
+        lambda k: nde.operators.Dense(3, 7, key=k), layers=2, key=getkey()
     )
     f = nde.fields.Parabolic(operator=K, layers=2, activation=jax.nn.relu)
     y = jax.random.normal(getkey(), (3,))
@@ -140,10 +140,10 @@ def test_bad_state_shapes(getkey):
     with pytest.raises(TypeError, match=r"tuple `\(y, z\)`"):
         h(0.0, jnp.ones(3), None)
     with pytest.raises(ValueError, match="operator"):
-        nde.fields.MLP(3, layers=2, operator=nde.fields.Dense(3, 3, key=getkey()))
+        nde.fields.MLP(3, layers=2, operator=nde.operators.Dense(3, 3, key=getkey()))
     with pytest.raises(ValueError, match="square"):
-        K = nde.fields.stack(
-            lambda k: nde.fields.Dense(3, 4, key=k), layers=1, key=getkey()
+        K = nde.operators.stack(
+            lambda k: nde.operators.Dense(3, 4, key=k), layers=1, key=getkey()
         )
         nde.fields.MLP(operator=K)
     with pytest.raises(ValueError, match="gamma"):
@@ -158,8 +158,10 @@ def test_layer_index_half_precision(dtype, layers):
 
 
 def test_unstacked_operator_is_rejected(getkey):
-    with pytest.raises(ValueError, match="unstacked.*fields.stack"):
-        nde.fields.Hamiltonian(operator=nde.fields.Dense(4, 8, key=getkey()), layers=8)
+    with pytest.raises(ValueError, match="unstacked.*operators.stack"):
+        nde.fields.Hamiltonian(
+            operator=nde.operators.Dense(4, 8, key=getkey()), layers=8
+        )
 
 
 def test_sizes_and_activation_are_checked(getkey):
@@ -171,7 +173,7 @@ def test_sizes_and_activation_are_checked(getkey):
     with pytest.raises(ValueError, match="Hamiltonian: sizes must be positive"):
         nde.fields.Hamiltonian(4, 0, key=getkey())
     with pytest.raises(ValueError, match="`in_size` must be a positive integer"):
-        nde.fields.Dense(0, 3, key=getkey())
+        nde.operators.Dense(0, 3, key=getkey())
     with pytest.raises(TypeError, match="`activation` must be a function"):
         nde.fields.Antisymmetric(3, activation="tanh", key=getkey())
     with pytest.raises(TypeError, match="Attention: `activation` must be"):
@@ -196,3 +198,49 @@ def test_import_loads_the_library_only():
         "    assert not {'tqdm', 'positive_int', 'jnp', 'jax'} & set(vars(mod)), mod\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_graph_flows_one_way():
+    # Nothing in `fields/` or `operators/` imports from `nn/`, the gradient modes
+    # import no solve, and the benchmark's modules form no cycle.
+    import ast
+    import pathlib
+
+    root = pathlib.Path(nde.__file__).parent
+
+    def imports(path):
+        tree = ast.parse(path.read_text())
+        package = ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1])
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+                found.add(name)
+                found.update(f"{name}.{a.name}" for a in node.names)
+        return found
+
+    for sub, banned in [
+        ("fields", ("neuralde.nn", "neuralde._solve", "neuralde.gradients")),
+        ("operators", ("neuralde.nn", "neuralde.fields", "neuralde._solve")),
+        ("gradients", ("neuralde._solve", "neuralde.nn", "neuralde.train")),
+    ]:
+        for path in (root / sub).glob("*.py"):
+            bad = [
+                m
+                for m in imports(path)
+                if any(m == b or m.startswith(b + ".") for b in banned)
+            ]
+            assert not bad, (path.name, bad)
+    bench = {p.stem: imports(p) for p in (root / "_bench").glob("*.py")}
+    edges = {
+        a: {b for b in bench if f"neuralde._bench.{b}" in deps}
+        for a, deps in bench.items()
+    }
+
+    def reaches(a, b, seen=()):
+        return any(
+            c == b or (c not in seen and reaches(c, b, (*seen, c))) for c in edges[a]
+        )
+
+    assert not [a for a in edges if reaches(a, a)]

@@ -16,8 +16,8 @@ import neuralde as nde
 
 
 def _stacked(key, shape=(4, 5), **kwargs):
-    make = lambda k: nde.fields.Conv(2, 3, 3, shape=shape, key=k, **kwargs)  # noqa: E731
-    return nde.fields.stack(make, layers=2, key=key)
+    make = lambda k: nde.operators.Conv(2, 3, 3, shape=shape, key=k, **kwargs)  # noqa: E731
+    return nde.operators.stack(make, layers=2, key=key)
 
 
 def _conv(key, **kwargs):
@@ -302,8 +302,8 @@ def test_bad_inputs(getkey):
     with pytest.raises(ValueError, match="padding_mode"):
         shape(_conv, getkey(), padding_mode="REFLECT")
     with pytest.raises(ValueError, match="pair"):
-        shape(nde.fields.Conv, 2, 3, (3, 3, 3), shape=(4, 5), key=getkey())
-    with pytest.raises(ValueError, match="unstacked.*fields.stack"):
+        shape(nde.operators.Conv, 2, 3, (3, 3, 3), shape=(4, 5), key=getkey())
+    with pytest.raises(ValueError, match="unstacked.*operators.stack"):
         nde.fields.Parabolic(operator=K, layers=3)
     with pytest.raises(ValueError, match="square"):
         shape(lambda k: nde.fields.MLP(operator=_stacked(k), layers=2), getkey())

@@ -188,7 +188,7 @@ def test_padding_and_batching_leave_real_nodes_unchanged(getkey):
 
 
 def test_graph_gradient_adjoint(getkey, graph8):
-    K = nde.fields.GraphGradient(graph8, 3, 5, key=getkey())
+    K = nde.operators.GraphGradient(graph8, 3, 5, key=getkey())
     x = jr.normal(getkey(), (8, 3))
     y = jr.normal(getkey(), (graph8.num_edges, 5))
     lhs, rhs = jnp.vdot(K(x), y), jnp.vdot(x, K.T(y))
@@ -201,8 +201,8 @@ def test_graph_heat_equation(getkey, graph8):
     # Parabolic field on the graph gradient with W = I and linear activation is the
     # heat equation dX/dt = -2 L X: exact solution expm(-2 L t) X0, and the
     # Dirichlet energy tr(X^T L X) decreases.
-    make = lambda k: nde.fields.GraphGradient(graph8, 2, 2, key=k)  # noqa: E731
-    K = nde.fields.stack(make, layers=1, key=getkey())
+    make = lambda k: nde.operators.GraphGradient(graph8, 2, 2, key=k)  # noqa: E731
+    K = nde.operators.stack(make, layers=1, key=getkey())
     K = eqx.tree_at(lambda op: op.weight, K, jnp.eye(2)[None])
     field = nde.fields.Parabolic(operator=K, activation=lambda s: s)
     x0 = jr.normal(getkey(), (8, 2))
@@ -218,8 +218,8 @@ def test_graph_heat_equation(getkey, graph8):
 
 
 def test_graph_fields_keep_stability(getkey, graph8):
-    make = lambda k: nde.fields.GraphGradient(graph8, 2, 3, key=k)  # noqa: E731
-    K = nde.fields.stack(make, layers=2, key=getkey())
+    make = lambda k: nde.operators.GraphGradient(graph8, 2, 3, key=k)  # noqa: E731
+    K = nde.operators.stack(make, layers=2, key=getkey())
     # Parabolic: the Jacobian -K^T diag(sigma') K is symmetric negative semi-definite.
     par = nde.fields.Parabolic(operator=K, layers=2)
     par = eqx.tree_at(lambda f: f.bias, par, jr.normal(getkey(), par.bias.shape))
@@ -325,6 +325,6 @@ def test_bad_graph_input(getkey, graph8):
     with pytest.raises(ValueError, match="shape"):
         nde.fields.GRAND(graph8, 3, key=getkey())(0.0, jnp.ones((8, 2)), None)
     for graph in (graph8, Graph.from_dense(2.0 * GRAPH8_ADJACENCY)):
-        unstacked = nde.fields.GraphGradient(graph, 3, 4, key=getkey())
-        with pytest.raises(ValueError, match="unstacked.*fields.stack"):
+        unstacked = nde.operators.GraphGradient(graph, 3, 4, key=getkey())
+        with pytest.raises(ValueError, match="unstacked.*operators.stack"):
             nde.fields.Parabolic(operator=unstacked, layers=4)

@@ -22,6 +22,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._solvers import get_solver
+from ._wire import read_message, write_message
 
 
 MIN_REPEATS = 3
@@ -233,7 +234,6 @@ class MemoryWorker:
     def measure(self, job: dict, arrays: list) -> dict:
         """Peak memory of `job`, whose field and initial states have the leaves
         `arrays`."""
-        from ._worker import read_message, write_message
 
         message = pickle.dumps((job, [np.asarray(x) for x in arrays]))
         if self.server is None:

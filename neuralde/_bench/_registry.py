@@ -10,10 +10,10 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
-from .. import fields
-from .._graph import Graph
+from .. import fields, operators
 from .._solvers import SOLVER_NAMES
 from ..gradients import GRADIENT_NAMES
+from ..operators import Graph
 
 
 # Image side of the convolutional variants, nodes per side of the graph variants'
@@ -81,11 +81,11 @@ def _conv(cls):
         okey, bkey = jr.split(key)
 
         def conv(k):
-            return fields.Conv(
+            return operators.Conv(
                 width, width, 3, shape=(IMAGE, IMAGE), dtype=dtype, key=k
             )
 
-        operator = fields.stack(conv, layers=layers, key=okey)
+        operator = operators.stack(conv, layers=layers, key=okey)
         return _with_bias(cls(operator=operator, layers=layers), bkey)
 
     return make
@@ -107,9 +107,9 @@ def _graph_parabolic(width, *, layers, dtype, key):
     graph = torus(GRID)
 
     def gradient(k):
-        return fields.GraphGradient(graph, width, width, dtype=dtype, key=k)
+        return operators.GraphGradient(graph, width, width, dtype=dtype, key=k)
 
-    operator = fields.stack(gradient, layers=layers, key=okey)
+    operator = operators.stack(gradient, layers=layers, key=okey)
     return _with_bias(fields.Parabolic(operator=operator, layers=layers), bkey)
 
 

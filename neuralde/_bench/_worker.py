@@ -27,6 +27,8 @@ import traceback
 
 import neuralde  # noqa: F401  (imported once, before forking)
 
+from ._wire import read_message, write_message
+
 
 def peak_rss_bytes() -> int:
     """This process's peak resident set size. On Linux `ru_maxrss` survives `fork`
@@ -70,18 +72,6 @@ def measure(job: dict, arrays: list) -> dict:
         peak_rss_bytes=peak_rss_bytes(),
         device_peak_bytes=stats.get("peak_bytes_in_use"),
     )
-
-
-def read_message(stream) -> bytes | None:
-    head = stream.read(8)
-    if len(head) < 8:
-        return None
-    return stream.read(int.from_bytes(head, "big"))
-
-
-def write_message(stream, data: bytes) -> None:
-    stream.write(len(data).to_bytes(8, "big") + data)
-    stream.flush()
 
 
 def _run(message: bytes) -> tuple[dict, int]:

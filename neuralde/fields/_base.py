@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Int, PRNGKeyArray, PyTree, Shaped
 
 from .._checks import positive_int
-from ._operator import AbstractOperator, Dense, stack
+from ..operators import AbstractOperator, Dense, stack
 
 
 Activation = Callable[[Array], Array]
@@ -195,7 +195,7 @@ def init_operator(
         operator = stack(make, layers=layers, key=key)
     elif not isinstance(operator, AbstractOperator):
         raise TypeError(
-            f"{name}: `operator` must be a `neuralde.fields.AbstractOperator`, got "
+            f"{name}: `operator` must be a `neuralde.operators.AbstractOperator`, got "
             f"{type(operator).__name__}."
         )
     elif operator.num_layers() != layers:
@@ -209,8 +209,8 @@ def init_operator(
         raise ValueError(
             f"{name}: one layer of the operator maps to a scalar, so its parameters "
             "look unstacked. Stack one operator per layer with "
-            "`neuralde.fields.stack`, e.g. `stack(lambda k: Dense(dim, width, key=k), "
-            "layers=layers, key=key)`."
+            "`neuralde.operators.stack`, e.g. `stack(lambda k: Dense(dim, width, "
+            "key=k), layers=layers, key=key)`."
         )
     if square and out_struct.shape != in_struct.shape:
         raise ValueError(

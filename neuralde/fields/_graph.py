@@ -1,12 +1,12 @@
 import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._graph import Graph, segment_softmax
+from ..operators import Graph, segment_softmax
+from ..operators._graph import check_graph
 from ._base import (
     AbstractField,
     Activation,
@@ -14,83 +14,6 @@ from ._base import (
     check_layers,
     check_shape,
 )
-from ._operator import AbstractOperator
-
-
-def _check_graph(name: str, graph) -> None:
-    if not isinstance(graph, Graph):
-        raise TypeError(
-            f"{name} needs a `neuralde.nn.Graph`, got {type(graph).__name__}; build "
-            "one with `Graph.from_dense(adjacency)` or `Graph.from_networkx(g)`."
-        )
-
-
-class GraphGradient(AbstractOperator):
-    """The graph gradient with learned feature mixing, $K X = G X W^\\top$: for each
-    edge $v \\to u$ the difference $\\sqrt{w}\\,(x_u - x_v)W^\\top$ of the mixed
-    node features. Its transpose $K^\\top$ is the graph divergence $G^\\top Y W$.
-
-    In the stable fields this gives graph PDEs (Eliasof, Haber & Treister 2021):
-    `Parabolic` is a nonlinear graph diffusion $-G^\\top\\sigma(G X W^\\top + b)W$,
-    `Hamiltonian` and `Hyperbolic` are graph wave equations. With $W = I$ and
-    $\\sigma$ the identity, $-K^\\top K = -2L$: the heat equation on the graph.
-
-    The node features of one example are `(num_nodes, in_features)`, and $K X$ is
-    `(num_edges, out_features)`. The graph's edge list is shared by all layers; the
-    field's bias is one per output feature, so the field is permutation equivariant.
-    """
-
-    weight: Float[Array, "*layers out_features in_features"]
-    graph: Graph
-
-    def __init__(
-        self,
-        graph: Graph,
-        in_features: int,
-        out_features: int,
-        *,
-        dtype=None,
-        key: PRNGKeyArray,
-    ):
-        """**Arguments:**
-
-        - `graph`: the `neuralde.nn.Graph` the features live on.
-        - `in_features`, `out_features`: feature sizes per node and per edge.
-        - `dtype`: floating dtype of $W$. `key`: PRNG key. (Keyword only.)
-
-        $W$ is LeCun-normal, as for [`neuralde.fields.Dense`][].
-        """
-        _check_graph("GraphGradient", graph)
-        dtype = jnp.result_type(float) if dtype is None else dtype
-        std = 1.0 / math.sqrt(in_features)
-        self.weight = std * jr.normal(key, (out_features, in_features), dtype)
-        self.graph = graph
-
-    def __call__(self, x):
-        if self.weight.ndim != 2:
-            raise ValueError(
-                "GraphGradient: one layer's weight has shape (out_features, "
-                f"in_features), but this operator's is {self.weight.shape}. A stacked "
-                "operator is applied one layer at a time: use `operator.at_layer(k)`."
-            )
-        return self.graph.gradient(x @ self.weight.T)
-
-    def num_layers(self) -> int:
-        if self.weight.ndim == 2:
-            raise ValueError(
-                "GraphGradient: this operator is unstacked (weight of shape "
-                f"{self.weight.shape}); a field needs one weight per layer. Build it "
-                "with `neuralde.fields.stack`, e.g. `stack(lambda k: GraphGradient("
-                "graph, d_in, d_out, key=k), layers=layers, key=key)`."
-            )
-        return super().num_layers()
-
-    def in_structure(self):
-        shape = (self.graph.num_nodes, self.weight.shape[-1])
-        return jax.ShapeDtypeStruct(shape, self.weight.dtype)
-
-    def bias_shape(self):
-        return self.weight.shape[-2:-1]
 
 
 class GRAND(AbstractField):
@@ -137,12 +60,12 @@ class GRAND(AbstractField):
     ):
         """**Arguments:**
 
-        - `graph`: the `neuralde.nn.Graph` the features diffuse on.
+        - `graph`: the `neuralde.operators.Graph` the features diffuse on.
         - `features`: feature size per node.
         - `key_size`: $d_k$, rows of $W_K$ and $W_Q$ (default `features`).
         - `layers`, `t1`, `dtype`, `key`: as for [`neuralde.fields.MLP`][].
         """
-        _check_graph("GRAND", graph)
+        check_graph("GRAND", graph)
         check_layers(layers, t1)
         key_size = features if key_size is None else key_size
         dtype = jnp.result_type(float) if dtype is None else dtype
@@ -221,13 +144,13 @@ class GraphCON(AbstractField):
     ):
         """**Arguments:**
 
-        - `graph`: the `neuralde.nn.Graph` of the oscillators.
+        - `graph`: the `neuralde.operators.Graph` of the oscillators.
         - `features`: feature size per node.
         - `gamma`: stiffness $\\gamma \\ge 0$; `alpha`: damping $\\alpha \\ge 0$.
         - `layers`, `t1`, `activation`, `dtype`, `key`: as for
             [`neuralde.fields.MLP`][].
         """
-        _check_graph("GraphCON", graph)
+        check_graph("GraphCON", graph)
         check_layers(layers, t1)
         if not (gamma >= 0 and alpha >= 0):
             raise ValueError(

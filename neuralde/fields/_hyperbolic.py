@@ -2,6 +2,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..operators import AbstractOperator
 from ._base import (
     AbstractOperatorField,
     AbstractTwoStreamField,
@@ -9,7 +10,6 @@ from ._base import (
     check_shape,
     init_operator,
 )
-from ._operator import AbstractOperator
 
 
 class Hyperbolic(AbstractTwoStreamField, AbstractOperatorField):

@@ -2,8 +2,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..operators import AbstractOperator
 from ._base import AbstractOperatorField, Activation, check_shape, init_operator
-from ._operator import AbstractOperator
 
 
 class Parabolic(AbstractOperatorField):

@@ -8,7 +8,11 @@ from .._attention import (
     dot_product_attention as dot_product_attention,
     sinusoidal_encoding as sinusoidal_encoding,
 )
-from .._graph import batch as batch, Graph as Graph, segment_softmax as segment_softmax
+from ..operators import (
+    batch as batch,
+    Graph as Graph,
+    segment_softmax as segment_softmax,
+)
 from ._attention import CrossAttention as CrossAttention, SelfAttention as SelfAttention
 from ._conv import (
     CNN as CNN,

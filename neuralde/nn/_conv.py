@@ -252,7 +252,7 @@ class CNN(eqx.Module):
     The body maps `(width, h, w)` to `(width, h', w')`. By default it is `blocks`
     [`neuralde.nn.ResidualBlock`][]s; any module can take its place, such as a
     continuous-time block that solves a stable field built on
-    `neuralde.fields.Conv` (its `shape=` is the image size after the stem's pool).
+    `neuralde.operators.Conv` (its `shape=` is the image size after the stem's pool).
 
     !!! Example
 
@@ -261,8 +261,8 @@ class CNN(eqx.Module):
         logits = jax.vmap(model)(images)  # images: (batch, 1, 8, 8)
 
         # A parabolic CNN as the body, on the (16, 4, 4) images after the pool.
-        make = lambda k: nde.fields.Conv(16, 16, shape=(4, 4), key=k)
-        K = nde.fields.stack(make, layers=4, key=k1)
+        make = lambda k: nde.operators.Conv(16, 16, shape=(4, 4), key=k)
+        K = nde.operators.stack(make, layers=4, key=k1)
         field = nde.fields.Parabolic(operator=K, layers=4)
         body = nde.nn.ODEBlock(field, steps=4, solver="euler")
         model = nde.nn.CNN(1, 10, width=16, body=body, key=k2)

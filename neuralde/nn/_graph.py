@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._graph import Graph, segment_softmax
+from ..operators import Graph, segment_softmax
 
 
 def _check_features(name: str, x: Array, graph: Graph, in_features: int) -> None:
     if not isinstance(graph, Graph):
         raise TypeError(
-            f"{name} takes `(x, graph)` with `graph` a `neuralde.nn.Graph`, got "
+            f"{name} takes `(x, graph)` with `graph` a `neuralde.operators.Graph`, got "
             f"{type(graph).__name__}."
         )
     if x.shape != (graph.num_nodes, in_features):

@@ -304,3 +304,12 @@ def _edge_index(index, name: str, num_nodes: int) -> Int[Array, " edges"]:
             f"{num_nodes} (indices run from 0 to {num_nodes - 1})."
         )
     return jnp.asarray(a, jnp.int32)
+
+
+def check_graph(name: str, graph) -> None:
+    if not isinstance(graph, Graph):
+        raise TypeError(
+            f"{name} needs a `neuralde.operators.Graph`, got "
+            f"{type(graph).__name__}; build one with `Graph.from_dense(adjacency)` or "
+            "`Graph.from_networkx(g)`."
+        )

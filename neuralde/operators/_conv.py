@@ -33,7 +33,7 @@ class Conv(AbstractOperator):
     centre tap for odd kernels), and `weight` has shape
     `(out_channels, in_channels, kh, kw)`; inside a field it is stacked over layers,
     `(layers, out_channels, in_channels, kh, kw)`. Build time-varying kernels with
-    `neuralde.fields.stack`.
+    `neuralde.operators.stack`.
 
     The bias that a field adds to $K x$ has one entry per output channel
     (`bias_shape() == (out_channels, 1, 1)`), so the field is translation
@@ -52,8 +52,8 @@ class Conv(AbstractOperator):
     !!! Example
 
         ```python
-        make = lambda k: nde.fields.Conv(3, 8, shape=(32, 32), key=k)
-        K = nde.fields.stack(make, layers=4, key=key)
+        make = lambda k: nde.operators.Conv(3, 8, shape=(32, 32), key=k)
+        K = nde.operators.stack(make, layers=4, key=key)
         field = nde.fields.Parabolic(operator=K, layers=4)
         y1 = nde.solve(field, image, steps=8, solver="euler")  # image: (3, 32, 32)
         ```
@@ -166,8 +166,8 @@ class Conv(AbstractOperator):
             raise ValueError(
                 "Conv: this operator is unstacked (weight of shape "
                 f"{self.weight.shape}); a field needs one kernel per layer. Build it "
-                "with `neuralde.fields.stack`, e.g. `stack(lambda k: Conv(c_in, c_out, "
-                "shape=(h, w), key=k), layers=layers, key=key)`."
+                "with `neuralde.operators.stack`, e.g. `stack(lambda k: Conv(c_in, "
+                "c_out, shape=(h, w), key=k), layers=layers, key=key)`."
             )
         return super().num_layers()
 

@@ -65,7 +65,7 @@ class AbstractOperator(eqx.Module):
                 f"{type(self).__name__}: every floating-point parameter must carry "
                 "the same leading layer axis; got leading sizes "
                 f"{sorted(sizes, key=str)}. Build one operator per layer with "
-                "`neuralde.fields.stack(make, layers=..., key=...)`."
+                "`neuralde.operators.stack(make, layers=..., key=...)`."
             )
         return sizes.pop()
 
@@ -91,8 +91,8 @@ def stack(
     !!! Example
 
         ```python
-        make = lambda k: nde.fields.Dense(4, 8, key=k)
-        K = nde.fields.stack(make, layers=10, key=key)
+        make = lambda k: nde.operators.Dense(4, 8, key=k)
+        K = nde.operators.stack(make, layers=10, key=key)
         field = nde.fields.Parabolic(operator=K, layers=10)
         ```
     """
