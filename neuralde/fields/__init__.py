@@ -1,6 +1,7 @@
 from ._antisymmetric import Antisymmetric as Antisymmetric
 from ._attention import Attention as Attention
 from ._base import (
+    AbstractConservativeField as AbstractConservativeField,
     AbstractField as AbstractField,
     AbstractOperatorField as AbstractOperatorField,
     AbstractTwoStreamField as AbstractTwoStreamField,

@@ -69,14 +69,29 @@ class AbstractTwoStreamField(AbstractField):
         """The rate of the second stream, as a function of the first."""
 
     def __call__(self, t, y, args):
-        if not (isinstance(y, tuple) and len(y) == 2):
-            raise TypeError(
-                f"{type(self).__name__} is a two-stream field: its state is a tuple "
-                f"`(y, z)` of two arrays, but got {_describe(y)}. Pass `(y0, z0)`, "
-                "e.g. `(y0, jnp.zeros_like(y0))`."
-            )
+        check_two_streams(type(self).__name__, y)
         y_, z_ = y
         return self.dy(t, z_, args), self.dz(t, y_, args)
+
+
+class AbstractConservativeField(AbstractTwoStreamField):
+    """A two-stream field whose flow conserves an energy $E(t, (y, z))$ while its
+    parameters are constant in time (`layers=1`). `neuralde.stability.energy` and
+    `energy_drift` ask the field for it: a new conservative field implements
+    `energy` and nothing else needs to know it."""
+
+    @abc.abstractmethod
+    def energy(
+        self,
+        t: ArrayLike,
+        y: tuple[Array, Array],
+        *,
+        potential: Callable[[Array], Array] | None = None,
+    ) -> Array:
+        """The energy of the state `y = (y, z)` with the parameters of time `t`.
+        `potential` is $\\Sigma$, the antiderivative of the activation, where the
+        energy needs one (default: known for `jnp.tanh`, `jax.nn.relu`,
+        `jax.nn.identity`)."""
 
 
 def layer_index(t: ArrayLike, layers: int, t1: float) -> Int[Array, ""]:
@@ -102,6 +117,15 @@ def check_layers(layers: int, t1: float) -> None:
     positive_int(layers, "layers")
     if not t1 > 0:
         raise ValueError(f"`t1` must be positive, got {t1!r}.")
+
+
+def check_two_streams(name: str, y) -> None:
+    if not (isinstance(y, tuple) and len(y) == 2):
+        raise TypeError(
+            f"{name} is a two-stream field: its state is a tuple `(y, z)` of two "
+            f"arrays, but got {_describe(y)}. Pass `(y0, z0)`, e.g. "
+            "`(y0, jnp.zeros_like(y0))`."
+        )
 
 
 def check_activation(name: str, activation) -> None:

@@ -4,15 +4,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..operators import AbstractOperator
 from ._base import (
+    AbstractConservativeField,
     AbstractOperatorField,
-    AbstractTwoStreamField,
     Activation,
     check_shape,
+    check_two_streams,
     init_operator,
 )
+from ._potential import potential_of
 
 
-class Hamiltonian(AbstractTwoStreamField, AbstractOperatorField):
+class Hamiltonian(AbstractConservativeField, AbstractOperatorField):
     """Two-stream Hamiltonian field (Chang et al. 2018),
 
     $\\dot y = K^\\top \\sigma(K z + b),\\qquad \\dot z = -K^\\top \\sigma(K y + b)$.
@@ -84,3 +86,14 @@ class Hamiltonian(AbstractTwoStreamField, AbstractOperatorField):
         check_shape("Hamiltonian (stream y)", y, self.state_shape())
         K, s = self.preactivation(t, y)
         return -K.T(s)
+
+    def energy(self, t, y, *, potential=None):
+        """$H(y, z) = \\mathbf 1^\\top \\Sigma(K y + b) +
+        \\mathbf 1^\\top \\Sigma(K z + b)$ (Chang et al. 2018), with
+        $\\Sigma' = \\sigma$ and $K$, $b$ the parameters of the layer of time `t`."""
+        check_two_streams(type(self).__name__, y)
+        sigma = potential_of(self.activation, potential)
+        k = self.layer(t)
+        K, b = self.operator.at_layer(k), self.bias[k]
+        y_, z_ = y
+        return jnp.sum(sigma(K(y_) + b)) + jnp.sum(sigma(K(z_) + b))

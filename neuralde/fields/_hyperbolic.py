@@ -4,15 +4,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..operators import AbstractOperator
 from ._base import (
+    AbstractConservativeField,
     AbstractOperatorField,
-    AbstractTwoStreamField,
     Activation,
     check_shape,
+    check_two_streams,
     init_operator,
 )
+from ._potential import potential_of
 
 
-class Hyperbolic(AbstractTwoStreamField, AbstractOperatorField):
+class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
     """Second-order (wave-like) field, $\\ddot y = -K^\\top \\sigma(K y + b)$
     (Haber & Ruthotto 2017; Chang et al. 2018), as the first-order system
 
@@ -81,3 +83,13 @@ class Hyperbolic(AbstractTwoStreamField, AbstractOperatorField):
         check_shape("Hyperbolic (position)", y, self.state_shape())
         K, s = self.preactivation(t, y)
         return -K.T(s)
+
+    def energy(self, t, y, *, potential=None):
+        """$E(y, v) = \\tfrac12 \\|v\\|^2 + \\mathbf 1^\\top \\Sigma(K y + b)$, with
+        $\\Sigma' = \\sigma$ and $K$, $b$ the parameters of the layer of time `t`."""
+        check_two_streams(type(self).__name__, y)
+        sigma = potential_of(self.activation, potential)
+        k = self.layer(t)
+        K, b = self.operator.at_layer(k), self.bias[k]
+        y_, z_ = y
+        return 0.5 * jnp.sum(z_**2) + jnp.sum(sigma(K(y_) + b))

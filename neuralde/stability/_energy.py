@@ -8,50 +8,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ..fields import Hamiltonian, Hyperbolic
+from ..fields import AbstractConservativeField
 from ._common import FixedSteps
 
 
-def _log_cosh(x):
-    # log cosh x = |x| + log(1 + e^{-2|x|}) - log 2, without overflow for large |x|.
-    a = jnp.abs(x)
-    return a + jnp.log1p(jnp.exp(-2 * a)) - jnp.log(2.0).astype(a.dtype)
-
-
-def _half_square(x):
-    return 0.5 * x**2
-
-
-def _half_square_relu(x):
-    return 0.5 * jax.nn.relu(x) ** 2
-
-
-# Antiderivatives Sigma (Sigma' = sigma, Sigma(0) = 0) of the known activations.
-_POTENTIALS = (
-    (jnp.tanh, _log_cosh),
-    (jax.lax.tanh, _log_cosh),
-    (jax.nn.relu, _half_square_relu),
-    (jax.nn.identity, _half_square),
-)
-
-
-def _potential(field, potential):
-    if potential is not None:
-        if not callable(potential):
-            raise TypeError(f"`potential` must be a function, got {potential!r}.")
-        return potential
-    for activation, antiderivative in _POTENTIALS:
-        if field.activation is activation:
-            return antiderivative
-    raise ValueError(
-        f"No antiderivative is known for the activation {field.activation!r}: "
-        "energy needs Sigma with Sigma' = activation. Known: jnp.tanh, jax.nn.relu, "
-        "jax.nn.identity; for another activation pass `potential=Sigma`."
-    )
-
-
 def energy(
-    field: Hamiltonian | Hyperbolic,
+    field: AbstractConservativeField,
     t: ArrayLike,
     y: tuple[Float[Array, " dim"], Float[Array, " dim"]],
     *,
@@ -80,28 +42,17 @@ def energy(
 
     **Returns:** the energy, a scalar.
     """
-    if not isinstance(field, Hamiltonian | Hyperbolic):
+    if not isinstance(field, AbstractConservativeField):
         raise TypeError(
-            "`energy` knows the conserved quantity of `neuralde.fields.Hamiltonian` "
-            f"and `Hyperbolic` fields, got {type(field).__name__}."
+            "`energy` needs a field that conserves one, a "
+            "`neuralde.fields.AbstractConservativeField` (such as `Hamiltonian` or "
+            f"`Hyperbolic`), got {type(field).__name__}."
         )
-    if not (isinstance(y, tuple) and len(y) == 2):
-        raise TypeError(
-            f"{type(field).__name__} is a two-stream field: its state is a tuple "
-            "`(y, z)`."
-        )
-    sigma = _potential(field, potential)
-    k = field.layer(t)
-    K = field.operator.at_layer(k)
-    b = field.bias[k]
-    y_, z_ = y
-    if isinstance(field, Hamiltonian):
-        return jnp.sum(sigma(K(y_) + b)) + jnp.sum(sigma(K(z_) + b))
-    return 0.5 * jnp.sum(z_**2) + jnp.sum(sigma(K(y_) + b))
+    return field.energy(t, y, potential=potential)
 
 
 def energy_drift(
-    field: Hamiltonian | Hyperbolic,
+    field: AbstractConservativeField,
     y0: tuple[Float[Array, " dim"], Float[Array, " dim"]],
     *,
     t0: float = 0.0,
@@ -135,12 +86,12 @@ def energy_drift(
 
     Works under `jax.jit` (`eqx.filter_jit`) and `jax.vmap`.
     """
-    if not isinstance(field, Hamiltonian | Hyperbolic):
+    if not isinstance(field, AbstractConservativeField):
         raise TypeError(
-            "`energy_drift` needs a `neuralde.fields.Hamiltonian` or `Hyperbolic` "
-            f"field, whose energy it knows; got {type(field).__name__}."
+            "`energy_drift` needs a field that conserves an energy, a "
+            "`neuralde.fields.AbstractConservativeField` (such as `Hamiltonian` or "
+            f"`Hyperbolic`); got {type(field).__name__}."
         )
-    _potential(field, potential)
     run = FixedSteps(
         field,
         y0,
@@ -155,6 +106,8 @@ def energy_drift(
 
     def observe(t, y):
         return energy(field, t, y, potential=potential)
+
+    jax.eval_shape(observe, run.t0, y0)  # a missing `potential` fails here
 
     _, energies = run.trajectory(y0, observe=observe)
     tiny = jnp.finfo(energies.dtype).tiny
