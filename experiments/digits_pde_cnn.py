@@ -135,7 +135,7 @@ class Classifier(eqx.Module):
 def make_model(name: str, cfg: dict, *, key):
     bkey, mkey = jr.split(key)
     if name == "nde.nn.CNN":
-        return nde.nn.CNN(1, 10, width=cfg["width"], key=mkey)
+        return nde.nn.CNN(1, 10, channels=cfg["width"], key=mkey)
     return Classifier(make_body(name, cfg, key=bkey), width=cfg["width"], key=mkey)
 
 

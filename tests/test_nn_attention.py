@@ -118,7 +118,7 @@ def test_causal_attention_leaks_nothing(getkey, rng):
     np.testing.assert_array_equal(out[: i + 1], out2[: i + 1])
     assert np.abs(out[i + 1 :] - out2[i + 1 :]).min() > 1e-3  # the change is seen
 
-    block = nde.nn.TransformerBlock(D, H, ffn_size=FFN, causal=True, key=getkey())
+    block = nde.nn.TransformerBlock(D, H, width_size=FFN, causal=True, key=getkey())
     x = normal(rng, N, D)
     x2 = x.at[i + 1 :].set(normal(rng, N - i - 1, D))
     y, y2 = call(block, x), call(block, x2)
@@ -169,7 +169,7 @@ def test_transformer_block_post_and_pre_ln_by_hand(getkey, rng):
     x = normal(rng, N, D)
     xn = np.asarray(x)
     for norm in ("post", "pre"):
-        block = nde.nn.TransformerBlock(D, H, ffn_size=FFN, norm=norm, key=getkey())
+        block = nde.nn.TransformerBlock(D, H, width_size=FFN, norm=norm, key=getkey())
         block = randomise(block, rng)
         attn = lambda z: np.asarray(call(block.attention, jnp.asarray(z)))  # noqa: E731
         ffn = lambda z: np.asarray(call_rows(block.ffn, jnp.asarray(z)))  # noqa: E731
@@ -185,7 +185,7 @@ def test_transformer_block_post_and_pre_ln_by_hand(getkey, rng):
 
 
 def test_gpt_causal_training_and_generation(getkey):
-    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, ffn_size=FFN, key=getkey())
+    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, width_size=FFN, key=getkey())
     assert model.blocks.norm1.weight.shape == (LAYERS, D)  # stacked for the scan
     tokens = jnp.array([0, 1, 2, 3, 4, 0, 1, 2])
 
@@ -235,7 +235,7 @@ def test_generate_samples_from_the_tempered_softmax(getkey):
     # The first new token is drawn from softmax(logits / T) at the last prompt
     # position; compare frequencies over many keys.
     prompt, temperature = jnp.array([1, 2]), 2.0
-    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, ffn_size=FFN, key=getkey())
+    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, width_size=FFN, key=getkey())
     sample = eqx.filter_jit(
         jax.vmap(
             lambda k: nde.nn.generate(model, prompt, 1, temperature=temperature, key=k)
@@ -249,7 +249,7 @@ def test_generate_samples_from_the_tempered_softmax(getkey):
 
 
 def test_attention_field_layers_and_closed_form(getkey, rng):
-    f = nde.fields.Attention(D, H, ffn_size=FFN, layers=LAYERS, t1=1.5, key=getkey())
+    f = nde.fields.Attention(D, H, width_size=FFN, layers=LAYERS, t1=1.5, key=getkey())
     f = randomise(f, rng)
     assert f.attention.query_proj.weight.shape == (LAYERS, D, D)  # layer axis
     x = normal(rng, N, D)
@@ -271,7 +271,7 @@ def test_attention_field_layers_and_closed_form(getkey, rng):
 
     # Causal field: the rate of position i ignores later positions.
     fc = nde.fields.Attention(
-        D, H, ffn_size=FFN, layers=LAYERS, causal=True, key=getkey()
+        D, H, width_size=FFN, layers=LAYERS, causal=True, key=getkey()
     )
     x2 = x.at[3:].set(normal(rng, N - 3, D))  # not a shift: LN removes those
     np.testing.assert_array_equal(rate(fc, 0.0, x)[:3], rate(fc, 0.0, x2)[:3])
@@ -280,7 +280,7 @@ def test_attention_field_layers_and_closed_form(getkey, rng):
 
 def test_attention_field_solve_gradient_matches_finite_differences(getkey, rng):
     field = nde.fields.Attention(
-        D, H, seq_len=3, ffn_size=FFN, layers=LAYERS, key=getkey()
+        D, H, seq_len=3, width_size=FFN, layers=LAYERS, key=getkey()
     )
     x0 = normal(rng, 3, D)
     w = normal(rng, 3, D)
@@ -316,7 +316,7 @@ def test_bad_inputs(getkey):
         dpa(jnp.ones((2, 3, 4)), k, k)
 
     # num_heads must divide the model size.
-    with pytest.raises(ValueError, match="`num_heads=3` must divide .*`d_model=4`"):
+    with pytest.raises(ValueError, match="`num_heads=3` must divide .*`in_size=4`"):
         nde.nn.SelfAttention(D, 3, key=getkey())
     with pytest.raises(ValueError, match="`num_heads=3` must divide"):
         nde.nn.CrossAttention(D, 3, key=getkey())
@@ -336,16 +336,16 @@ def test_bad_inputs(getkey):
     cross = nde.nn.CrossAttention(D, H, context_size=CTX, key=getkey())
     with pytest.raises(ValueError, match=r"`context` must have shape \(seq_len, 2\)"):
         cross(jnp.ones((2, D)), jnp.ones((N, D)))
-    block = nde.nn.TransformerBlock(D, H, ffn_size=FFN, key=getkey())
+    block = nde.nn.TransformerBlock(D, H, width_size=FFN, key=getkey())
     with pytest.raises(ValueError, match=r"`x` must have shape \(seq_len, 4\)"):
         block(jnp.ones((3, 6)))
-    field = nde.fields.Attention(D, H, ffn_size=FFN, layers=LAYERS, key=getkey())
+    field = nde.fields.Attention(D, H, width_size=FFN, layers=LAYERS, key=getkey())
     with pytest.raises(ValueError, match=r"shape \(3, 4\), but got shape \(3, 6\)"):
         field(0.0, jnp.ones((3, 6)), None)
     with pytest.raises(ValueError, match=r"shape \(seq_len, 4\)"):
         field(0.0, jnp.ones(D), None)
     fixed = nde.fields.Attention(
-        D, H, seq_len=3, ffn_size=FFN, layers=LAYERS, key=getkey()
+        D, H, seq_len=3, width_size=FFN, layers=LAYERS, key=getkey()
     )
     with pytest.raises(ValueError, match=r"shape \(3, 4\), but got shape \(5, 4\)"):
         fixed(0.0, jnp.ones((N, D)), None)
@@ -365,7 +365,7 @@ def test_bad_inputs(getkey):
         nde.nn.sinusoidal_encoding(4, 6, base=1.0)
     with pytest.raises(ValueError, match="`dim` must be a positive integer"):
         nde.nn.sinusoidal_encoding(4, 0)
-    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, ffn_size=FFN, key=getkey())
+    model = nde.nn.GPT(VOCAB, D, H, LAYERS, max_len=8, width_size=FFN, key=getkey())
     with pytest.raises(ValueError, match="length 9, .* `max_len=8`"):
         model(jnp.zeros(9, int))
     with pytest.raises(ValueError, match=r"shape \(seq_len,\).*batch with `jax.vmap`"):

@@ -233,7 +233,7 @@ def _stripes(rng, n):
 
 def test_cnn_training_reduces_loss(getkey):
     images, labels = _stripes(np.random.default_rng(6), 6)
-    model = nde.nn.CNN(1, 3, width=2, blocks=1, key=getkey())
+    model = nde.nn.CNN(1, 3, channels=2, depth=1, key=getkey())
     optim = optax.adam(3e-2)
     opt_state = optim.init(eqx.filter(model, eqx.is_inexact_array))
 
@@ -276,7 +276,7 @@ def _logits_and_grad(model, x, shifted):
 def test_cnn_with_continuous_body(getkey):
     # After the stem's 2x2 pool, the body sees (2, 4, 4) images.
     field = nde.fields.Parabolic(operator=_stacked(getkey(), (4, 4)), layers=2)
-    model = nde.nn.CNN(1, 3, width=2, body=_ODEBody(field), key=getkey())
+    model = nde.nn.CNN(1, 3, channels=2, body=_ODEBody(field), key=getkey())
     x = np.random.default_rng(7).normal(size=(1, 8, 8))
     # Circular convolutions, a parabolic field on Conv and the global average pool:
     # a shift by multiples of the pool's stride leaves the logits unchanged.
@@ -333,12 +333,12 @@ def test_bad_inputs(getkey):
         shape(nde.nn.GlobalAvgPool2d(), jnp.ones((4, 4)))
 
     def cnn(key, **kwargs):
-        return shape(lambda k: nde.nn.CNN(1, 3, width=2, key=k, **kwargs), key)
+        return shape(lambda k: nde.nn.CNN(1, 3, channels=2, key=k, **kwargs), key)
 
-    with pytest.raises(ValueError, match="either `blocks`"):
-        cnn(getkey(), blocks=2, body=lambda h: h)
+    with pytest.raises(ValueError, match="either `depth`"):
+        cnn(getkey(), depth=2, body=lambda h: h)
     with pytest.raises(ValueError, match="non-negative"):
-        cnn(getkey(), blocks=-1)
+        cnn(getkey(), depth=-1)
     wrong = cnn(getkey(), body=lambda h: jnp.concatenate([h, h]))
     with pytest.raises(ValueError, match=r"body must map.*to \(4, 4, 4\)"):
         shape(wrong, jnp.ones((1, 8, 8)))

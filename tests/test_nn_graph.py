@@ -146,9 +146,7 @@ def test_permutation_equivariance(getkey, aggregation):
     perm = np.asarray(jr.permutation(getkey(), 7))
     g, gp = Graph.from_dense(a), Graph.from_dense(a[perm][:, perm])
     layers = [
-        nde.nn.MessagePassing(
-            3, 2, hidden_size=5, aggregation=aggregation, key=getkey()
-        )
+        nde.nn.MessagePassing(3, 2, width_size=5, aggregation=aggregation, key=getkey())
     ]
     if aggregation == "sum":
         layers += [nde.nn.GCN(3, 2, key=getkey()), nde.nn.GAT(3, 2, key=getkey())]

@@ -36,7 +36,7 @@ class Antisymmetric(AbstractOperatorField):
 
     def __init__(
         self,
-        dim: int | None = None,
+        in_size: int | None = None,
         *,
         gamma: float = 0.01,
         layers: int = 1,
@@ -48,7 +48,7 @@ class Antisymmetric(AbstractOperatorField):
     ):
         """**Arguments:**
 
-        - `dim`: size of the state.
+        - `in_size`: size of the state.
         - `gamma`: the damping $\\gamma \\ge 0$. Default `0.01`, the small positive
             value that makes forward Euler stable for small steps.
         - `layers`, `t1`, `activation`, `operator`, `dtype`, `key`: as for
@@ -58,7 +58,7 @@ class Antisymmetric(AbstractOperatorField):
             raise ValueError(f"Antisymmetric: `gamma` must be >= 0, got {gamma!r}.")
         self.operator, self.bias = init_operator(
             operator,
-            dim,
+            in_size,
             None,
             square=True,
             layers=layers,

@@ -19,7 +19,7 @@ from ._base import (
 
 class Attention(AbstractField):
     """A transformer as an ODE: the state is a sequence $X$ of shape
-    `(seq_len, d_model)` and
+    `(seq_len, in_size)` and
 
     $\\dot X = \\operatorname{Attn}_k\\big(\\operatorname{LN}^a_k(X)\\big)
     + \\operatorname{FFN}_k\\big(\\operatorname{LN}^f_k(X)\\big)$
@@ -61,7 +61,7 @@ class Attention(AbstractField):
     ffn: eqx.nn.MLP
     norm_attention: eqx.nn.LayerNorm
     norm_ffn: eqx.nn.LayerNorm
-    d_model: int = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
     num_heads: int = eqx.field(static=True)
     seq_len: int | None = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
@@ -70,11 +70,11 @@ class Attention(AbstractField):
 
     def __init__(
         self,
-        d_model: int,
+        in_size: int,
         num_heads: int,
         *,
         seq_len: int | None = None,
-        ffn_size: int | None = None,
+        width_size: int | None = None,
         causal: bool = False,
         layers: int = 1,
         t1: float = 1.0,
@@ -85,11 +85,11 @@ class Attention(AbstractField):
     ):
         """**Arguments:**
 
-        - `d_model`: number of features of each position.
-        - `num_heads`: number of attention heads; it must divide `d_model`.
+        - `in_size`: number of features of each position.
+        - `num_heads`: number of attention heads; it must divide `in_size`.
         - `seq_len`: if given, the state must have exactly this many positions;
             by default any length is accepted (the parameters do not depend on it).
-        - `ffn_size`: hidden width of the feed-forward branch. Default `4 * d_model`.
+        - `width_size`: hidden width of the feed-forward branch. Default `4 * in_size`.
         - `causal`: if `True`, position `i` attends only to positions `j <= i`, so
             the trajectory of position `i` does not depend on later positions.
         - `layers`, `t1`: as for [`neuralde.fields.MLP`][].
@@ -106,23 +106,23 @@ class Attention(AbstractField):
         """
         check_activation("Attention", activation)
         check_layers(layers, t1)
-        self.d_model = positive_int(d_model, "d_model")
+        self.in_size = positive_int(in_size, "in_size")
         self.num_heads = positive_int(num_heads, "num_heads")
-        if self.d_model % self.num_heads:
+        if self.in_size % self.num_heads:
             raise ValueError(
                 f"Attention: `num_heads={num_heads}` must divide the model size "
-                f"`d_model={d_model}` (each head gets d_model / num_heads features). "
+                f"`in_size={in_size}` (each head gets in_size / num_heads features). "
                 "Choose a number of heads that divides it."
             )
         self.seq_len = None if seq_len is None else positive_int(seq_len, "seq_len")
-        ffn_size = 4 * self.d_model if ffn_size is None else ffn_size
-        ffn_size = positive_int(ffn_size, "ffn_size")
+        width_size = 4 * self.in_size if width_size is None else width_size
+        width_size = positive_int(width_size, "width_size")
 
         def make(k):
             akey, fkey = jr.split(k)
             attention = eqx.nn.MultiheadAttention(
                 self.num_heads,
-                self.d_model,
+                self.in_size,
                 use_query_bias=use_bias,
                 use_key_bias=use_bias,
                 use_value_bias=use_bias,
@@ -131,15 +131,15 @@ class Attention(AbstractField):
                 key=akey,
             )
             ffn = eqx.nn.MLP(
-                self.d_model,
-                self.d_model,
-                ffn_size,
+                self.in_size,
+                self.in_size,
+                width_size,
                 depth=1,
                 activation=activation,
                 dtype=dtype,
                 key=fkey,
             )
-            norms = [eqx.nn.LayerNorm(self.d_model, dtype=dtype) for _ in range(2)]
+            norms = [eqx.nn.LayerNorm(self.in_size, dtype=dtype) for _ in range(2)]
             return attention, ffn, *norms
 
         stacked = eqx.filter_vmap(make)(jr.split(key, layers))
@@ -164,10 +164,10 @@ class Attention(AbstractField):
             n = y.shape[0]  # any length will do
         if n is None:
             raise ValueError(
-                f"Attention expects a state of shape (seq_len, {self.d_model}), but "
+                f"Attention expects a state of shape (seq_len, {self.in_size}), but "
                 f"got {_describe(y)}."
             )
-        check_shape("Attention", y, (n, self.d_model))
+        check_shape("Attention", y, (n, self.in_size))
         attention, ffn, norm_attention, norm_ffn = self.at_layer(self.layer(t))
         n = y.shape[0]
         mask = attention_mask("Attention", None, n, n, causal=self.causal)

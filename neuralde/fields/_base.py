@@ -233,7 +233,7 @@ def init_operator(
         raise ValueError(
             f"{name}: one layer of the operator maps to a scalar, so its parameters "
             "look unstacked. Stack one operator per layer with "
-            "`neuralde.operators.stack`, e.g. `stack(lambda k: Dense(dim, width, "
+            "`neuralde.operators.stack`, e.g. `stack(lambda k: Dense(n, m, "
             "key=k), layers=layers, key=key)`."
         )
     if square and out_struct.shape != in_struct.shape:

@@ -27,7 +27,7 @@ class GRAND(AbstractField):
     weighted average of the differences $x_v - x_u$: a diffusion, which obeys the
     maximum principle (no feature leaves the range of its initial values). Nodes
     without in-neighbours do not move. $W_K, W_Q$ are piecewise constant in time
-    over `layers`; the state is the node features `(num_nodes, features)`.
+    over `layers`; the state is the node features `(num_nodes, in_size)`.
 
     ??? cite "Reference"
         ```bibtex
@@ -42,15 +42,15 @@ class GRAND(AbstractField):
     """
 
     graph: Graph
-    key_weight: Float[Array, "layers key_size features"]
-    query_weight: Float[Array, "layers key_size features"]
+    key_weight: Float[Array, "layers key_size in_size"]
+    query_weight: Float[Array, "layers key_size in_size"]
     layers: int = eqx.field(static=True)
     t1: float = eqx.field(static=True)
 
     def __init__(
         self,
         graph: Graph,
-        features: int,
+        in_size: int,
         *,
         key_size: int | None = None,
         layers: int = 1,
@@ -61,24 +61,24 @@ class GRAND(AbstractField):
         """**Arguments:**
 
         - `graph`: the `neuralde.operators.Graph` the features diffuse on.
-        - `features`: feature size per node.
-        - `key_size`: $d_k$, rows of $W_K$ and $W_Q$ (default `features`).
+        - `in_size`: the size of each node's features.
+        - `key_size`: $d_k$, rows of $W_K$ and $W_Q$ (default `in_size`).
         - `layers`, `t1`, `dtype`, `key`: as for [`neuralde.fields.MLP`][].
         """
         check_graph("GRAND", graph)
         check_layers(layers, t1)
-        key_size = features if key_size is None else key_size
+        key_size = in_size if key_size is None else key_size
         dtype = jnp.result_type(float) if dtype is None else dtype
         kkey, qkey = jr.split(key)
-        shape = (layers, key_size, features)
-        std = 1.0 / math.sqrt(features)
+        shape = (layers, key_size, in_size)
+        std = 1.0 / math.sqrt(in_size)
         self.key_weight = std * jr.normal(kkey, shape, dtype)
         self.query_weight = std * jr.normal(qkey, shape, dtype)
         self.graph = graph
         self.layers = layers
         self.t1 = t1
 
-    def attention(self, t, x: Float[Array, "nodes features"]) -> Array:
+    def attention(self, t, x: Float[Array, "nodes in_size"]) -> Array:
         """The weights $A(X)_{uv}$ of the layer of time `t`, one per edge."""
         k = self.layer(t)
         keys = x @ self.key_weight[k].T
@@ -104,7 +104,7 @@ class GraphCON(AbstractField):
 
     with $\\hat A$ the GCN propagation of the graph. It is integrated as the
     first-order system $\\dot X = Y$, $\\dot Y = \\sigma(\\hat A X W + b) - \\gamma X
-    - \\alpha Y$ on the state `(X, Y)`, two arrays of shape `(num_nodes, features)`.
+    - \\alpha Y$ on the state `(X, Y)`, two arrays of shape `(num_nodes, in_size)`.
     The oscillator structure keeps the node features from collapsing to one value
     (no oversmoothing). $W, b$ are piecewise constant in time over `layers`.
 
@@ -121,8 +121,8 @@ class GraphCON(AbstractField):
     """
 
     graph: Graph
-    weight: Float[Array, "layers features features"]
-    bias: Float[Array, "layers features"]
+    weight: Float[Array, "layers in_size in_size"]
+    bias: Float[Array, "layers in_size"]
     gamma: float = eqx.field(static=True)
     alpha: float = eqx.field(static=True)
     activation: Activation = eqx.field(static=True)
@@ -132,7 +132,7 @@ class GraphCON(AbstractField):
     def __init__(
         self,
         graph: Graph,
-        features: int,
+        in_size: int,
         *,
         gamma: float = 1.0,
         alpha: float = 1.0,
@@ -145,7 +145,7 @@ class GraphCON(AbstractField):
         """**Arguments:**
 
         - `graph`: the `neuralde.operators.Graph` of the oscillators.
-        - `features`: feature size per node.
+        - `in_size`: the size of each node's features.
         - `gamma`: stiffness $\\gamma \\ge 0$; `alpha`: damping $\\alpha \\ge 0$.
         - `layers`, `t1`, `activation`, `dtype`, `key`: as for
             [`neuralde.fields.MLP`][].
@@ -157,9 +157,9 @@ class GraphCON(AbstractField):
                 f"GraphCON needs gamma >= 0 and alpha >= 0, got {gamma}, {alpha}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype
-        std = 1.0 / math.sqrt(features)
-        self.weight = std * jr.normal(key, (layers, features, features), dtype)
-        self.bias = jnp.zeros((layers, features), dtype)
+        std = 1.0 / math.sqrt(in_size)
+        self.weight = std * jr.normal(key, (layers, in_size, in_size), dtype)
+        self.bias = jnp.zeros((layers, in_size), dtype)
         self.graph = graph
         self.gamma = gamma
         self.alpha = alpha

@@ -43,8 +43,8 @@ class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
 
     def __init__(
         self,
-        dim: int | None = None,
-        width: int | None = None,
+        in_size: int | None = None,
+        width_size: int | None = None,
         *,
         layers: int = 1,
         t1: float = 1.0,
@@ -55,15 +55,15 @@ class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
     ):
         """**Arguments:**
 
-        - `dim`: size of the position $y$ (and of the velocity $v$).
-        - `width`: rows of $K$ (`width x dim`); may differ from `dim`.
+        - `in_size`: size of the position $y$ (and of the velocity $v$).
+        - `width_size`: rows of $K$ (`width_size x in_size`); may differ from `in_size`.
         - `layers`, `t1`, `activation`, `operator`, `dtype`, `key`: as for
             [`neuralde.fields.MLP`][]; here the operator may be rectangular.
         """
         self.operator, self.bias = init_operator(
             operator,
-            dim,
-            width,
+            in_size,
+            width_size,
             square=False,
             layers=layers,
             t1=t1,

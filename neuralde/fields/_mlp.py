@@ -23,7 +23,7 @@ class MLP(AbstractOperatorField):
 
     def __init__(
         self,
-        dim: int | None = None,
+        in_size: int | None = None,
         *,
         layers: int = 1,
         t1: float = 1.0,
@@ -34,13 +34,13 @@ class MLP(AbstractOperatorField):
     ):
         """**Arguments:**
 
-        - `dim`: size of the state.
+        - `in_size`: size of the state.
         - `layers`: number of piecewise-constant layers over `[0, t1]`; `1` means
             constant in time.
         - `t1`: the end of the field's time interval.
         - `activation`: $\\sigma$, applied elementwise. Default `jnp.tanh`.
         - `operator`: a square `AbstractOperator` stacked over `layers`, in place of
-            the default `Dense` one (then `dim` may be omitted).
+            the default `Dense` one (then `in_size` may be omitted).
         - `dtype`: floating dtype of the parameters.
         - `key`: PRNG key for the default operator. (Keyword only.)
 
@@ -48,7 +48,7 @@ class MLP(AbstractOperatorField):
         """
         self.operator, self.bias = init_operator(
             operator,
-            dim,
+            in_size,
             None,
             square=True,
             layers=layers,

@@ -8,12 +8,12 @@ from .._checks import positive_int
 
 def check_heads(name: str, model_size: int, num_heads: int) -> tuple[int, int]:
     """`(model_size, num_heads)` as ints, if the heads split the model evenly."""
-    model_size = positive_int(model_size, "d_model")
+    model_size = positive_int(model_size, "in_size")
     num_heads = positive_int(num_heads, "num_heads")
     if model_size % num_heads:
         raise ValueError(
             f"{name}: `num_heads={num_heads}` must divide the model size "
-            f"`d_model={model_size}` (each head gets d_model / num_heads features). "
+            f"`in_size={model_size}` (each head gets in_size / num_heads features). "
             "Choose a number of heads that divides it."
         )
     return model_size, num_heads
@@ -45,13 +45,13 @@ class SelfAttention(eqx.Module):
     """
 
     attention: eqx.nn.MultiheadAttention
-    d_model: int = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
     num_heads: int = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
 
     def __init__(
         self,
-        d_model: int,
+        in_size: int,
         num_heads: int,
         *,
         causal: bool = False,
@@ -61,8 +61,8 @@ class SelfAttention(eqx.Module):
     ):
         """**Arguments:**
 
-        - `d_model`: number of features of each position, in and out.
-        - `num_heads`: number of heads; it must divide `d_model`.
+        - `in_size`: number of features of each position, in and out.
+        - `num_heads`: number of heads; it must divide `in_size`.
         - `causal`: if `True`, position `i` attends only to positions `j <= i`.
         - `use_bias`: add biases to the four projections. Default `False`, as in
             `equinox.nn.MultiheadAttention`.
@@ -70,11 +70,11 @@ class SelfAttention(eqx.Module):
         - `key`: PRNG key for initialisation. (Keyword only.)
         """
         name = type(self).__name__
-        self.d_model, self.num_heads = check_heads(name, d_model, num_heads)
+        self.in_size, self.num_heads = check_heads(name, in_size, num_heads)
         self.causal = bool(causal)
         self.attention = eqx.nn.MultiheadAttention(
             num_heads,
-            d_model,
+            in_size,
             use_query_bias=use_bias,
             use_key_bias=use_bias,
             use_value_bias=use_bias,
@@ -85,24 +85,24 @@ class SelfAttention(eqx.Module):
 
     def __call__(
         self,
-        x: Float[Array, "seq d_model"],
+        x: Float[Array, "seq in_size"],
         mask: Bool[Array, "seq seq"] | Bool[Array, "heads seq seq"] | None = None,
         *,
         key: PRNGKeyArray | None = None,
-    ) -> Float[Array, "seq d_model"]:
+    ) -> Float[Array, "seq in_size"]:
         """**Arguments:**
 
-        - `x`: one sequence, shape `(seq_len, d_model)` (batch with `jax.vmap`).
+        - `x`: one sequence, shape `(seq_len, in_size)` (batch with `jax.vmap`).
         - `mask`: optional boolean mask of shape `(seq_len, seq_len)`, or
             `(num_heads, seq_len, seq_len)` for one mask per head; `True` where
             position `i` may attend to position `j`. Combined with the causal mask.
         - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
-        **Returns:** shape `(seq_len, d_model)`.
+        **Returns:** shape `(seq_len, in_size)`.
         """
         del key
         name = type(self).__name__
-        check_sequence(name, "x", x, self.d_model)
+        check_sequence(name, "x", x, self.in_size)
         n = x.shape[0]
         mask = attention_mask(
             name, mask, n, n, causal=self.causal, num_heads=self.num_heads
@@ -122,13 +122,13 @@ class CrossAttention(eqx.Module):
     """
 
     attention: eqx.nn.MultiheadAttention
-    d_model: int = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
     context_size: int = eqx.field(static=True)
     num_heads: int = eqx.field(static=True)
 
     def __init__(
         self,
-        d_model: int,
+        in_size: int,
         num_heads: int,
         context_size: int | None = None,
         *,
@@ -138,20 +138,20 @@ class CrossAttention(eqx.Module):
     ):
         """**Arguments:**
 
-        - `d_model`: number of features of each query position, in and out.
-        - `num_heads`: number of heads; it must divide `d_model`.
+        - `in_size`: number of features of each query position, in and out.
+        - `num_heads`: number of heads; it must divide `in_size`.
         - `context_size`: number of features of each context position. Default
-            `d_model`.
+            `in_size`.
         - `use_bias`, `dtype`, `key`: as for
             [`neuralde.nn.SelfAttention`][].
         """
         name = type(self).__name__
-        self.d_model, self.num_heads = check_heads(name, d_model, num_heads)
-        context_size = d_model if context_size is None else context_size
+        self.in_size, self.num_heads = check_heads(name, in_size, num_heads)
+        context_size = in_size if context_size is None else context_size
         self.context_size = positive_int(context_size, "context_size")
         self.attention = eqx.nn.MultiheadAttention(
             num_heads,
-            d_model,
+            in_size,
             key_size=self.context_size,
             value_size=self.context_size,
             use_query_bias=use_bias,
@@ -164,28 +164,28 @@ class CrossAttention(eqx.Module):
 
     def __call__(
         self,
-        x: Float[Array, "q_seq d_model"],
+        x: Float[Array, "q_seq in_size"],
         context: Float[Array, "kv_seq context_size"],
         mask: Bool[Array, "q_seq kv_seq"]
         | Bool[Array, "heads q_seq kv_seq"]
         | None = None,
         *,
         key: PRNGKeyArray | None = None,
-    ) -> Float[Array, "q_seq d_model"]:
+    ) -> Float[Array, "q_seq in_size"]:
         """**Arguments:**
 
-        - `x`: the queries' sequence, shape `(q_seq, d_model)`.
+        - `x`: the queries' sequence, shape `(q_seq, in_size)`.
         - `context`: the sequence attended to, shape `(kv_seq, context_size)`.
         - `mask`: optional boolean mask of shape `(q_seq, kv_seq)`, or
             `(num_heads, q_seq, kv_seq)`; `True` where query `i` may attend to
             context position `j`.
         - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
-        **Returns:** shape `(q_seq, d_model)`.
+        **Returns:** shape `(q_seq, in_size)`.
         """
         del key
         name = type(self).__name__
-        check_sequence(name, "x", x, self.d_model)
+        check_sequence(name, "x", x, self.in_size)
         check_sequence(name, "context", context, self.context_size)
         mask = attention_mask(
             name,

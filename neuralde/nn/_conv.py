@@ -249,7 +249,7 @@ class CNN(eqx.Module):
     stem ([`neuralde.nn.ConvBlock`][]) → max-pool → body → group norm → activation →
     global average pool → linear head → logits `(num_classes,)`.
 
-    The body maps `(width, h, w)` to `(width, h', w')`. By default it is `blocks`
+    The body maps `(channels, h, w)` to `(channels, h', w')`. By default it is `depth`
     [`neuralde.nn.ResidualBlock`][]s; any module can take its place, such as a
     continuous-time block that solves a stable field built on
     `neuralde.operators.Conv` (its `shape=` is the image size after the stem's pool).
@@ -257,7 +257,7 @@ class CNN(eqx.Module):
     !!! Example
 
         ```python
-        model = nde.nn.CNN(1, 10, width=16, key=key)
+        model = nde.nn.CNN(1, 10, channels=16, key=key)
         logits = jax.vmap(model)(images)  # images: (batch, 1, 8, 8)
 
         # A parabolic CNN as the body, on the (16, 4, 4) images after the pool.
@@ -265,7 +265,7 @@ class CNN(eqx.Module):
         K = nde.operators.stack(make, layers=4, key=k1)
         field = nde.fields.Parabolic(operator=K, layers=4)
         body = nde.nn.ODEBlock(field, steps=4, solver="euler")
-        model = nde.nn.CNN(1, 10, width=16, body=body, key=k2)
+        model = nde.nn.CNN(1, 10, channels=16, body=body, key=k2)
         ```
     """
 
@@ -274,7 +274,7 @@ class CNN(eqx.Module):
     body: Callable[[Array], Array]
     norm: eqx.nn.GroupNorm
     head: eqx.nn.Linear
-    width: int = eqx.field(static=True)
+    channels: int = eqx.field(static=True)
     activation: Activation = eqx.field(static=True)
 
     def __init__(
@@ -282,8 +282,8 @@ class CNN(eqx.Module):
         in_channels: int,
         num_classes: int,
         *,
-        width: int = 16,
-        blocks: int | None = None,
+        channels: int = 16,
+        depth: int | None = None,
         body: Callable[[Array], Array] | None = None,
         kernel_size: int | Sequence[int] = 3,
         pool: int | None = 2,
@@ -297,13 +297,13 @@ class CNN(eqx.Module):
 
         - `in_channels`: channels of the input image.
         - `num_classes`: length of the logits.
-        - `width`: channels after the stem, kept through the body. Default `16`.
+        - `channels`: channels after the stem, kept through the body. Default `16`.
             (Keyword only.)
-        - `blocks`: the number of residual blocks of the default body. Default `2`.
+        - `depth`: the number of residual blocks of the default body. Default `2`.
             Not with `body`. (Keyword only.)
         - `body`: the middle block, any callable (typically an `eqx.Module`, whose
-            parameters are then trained) mapping `(width, h, w)` to
-            `(width, h', w')`. Default: `blocks` residual blocks. (Keyword only.)
+            parameters are then trained) mapping `(channels, h, w)` to
+            `(channels, h', w')`. Default: `depth` residual blocks. (Keyword only.)
         - `kernel_size`: the kernels of the stem and of the residual blocks.
             (Keyword only.)
         - `pool`: window and stride of the max-pool after the stem, or `None` for
@@ -312,35 +312,35 @@ class CNN(eqx.Module):
             [`neuralde.nn.ConvBlock`][]. (Keyword only.)
         - `key`: PRNG key. (Keyword only.)
         """
-        width = positive_int(width, "width")
+        channels = positive_int(channels, "channels")
         num_classes = positive_int(num_classes, "num_classes")
-        if body is not None and blocks is not None:
+        if body is not None and depth is not None:
             raise ValueError(
-                "CNN: pass either `blocks` (residual blocks of the default body) or "
+                "CNN: pass either `depth` (residual blocks of the default body) or "
                 "`body` (your own middle block), not both."
             )
         skey, bkey, hkey = jr.split(key, 3)
         options = dict(
             padding_mode=padding_mode, groups=groups, activation=activation, dtype=dtype
         )
-        self.stem = ConvBlock(in_channels, width, kernel_size, key=skey, **options)
+        self.stem = ConvBlock(in_channels, channels, kernel_size, key=skey, **options)
         self.pool = None if pool is None else Pool2d(positive_int(pool, "pool"))
         if body is None:
-            blocks = 2 if blocks is None else blocks
-            if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+            depth = 2 if depth is None else depth
+            if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
                 raise ValueError(
-                    f"CNN: `blocks` must be a non-negative integer, got {blocks!r}."
+                    f"CNN: `depth` must be a non-negative integer, got {depth!r}."
                 )
             body = eqx.nn.Sequential(
                 [
-                    ResidualBlock(width, kernel_size, key=k, **options)
-                    for k in jr.split(bkey, blocks)
+                    ResidualBlock(channels, kernel_size, key=k, **options)
+                    for k in jr.split(bkey, depth)
                 ]
             )
         self.body = body
-        self.norm = _group_norm(width, groups, dtype, "CNN")
-        self.head = eqx.nn.Linear(width, num_classes, dtype=dtype, key=hkey)
-        self.width = width
+        self.norm = _group_norm(channels, groups, dtype, "CNN")
+        self.head = eqx.nn.Linear(channels, num_classes, dtype=dtype, key=hkey)
+        self.channels = channels
         self.activation = activation
 
     def __call__(
@@ -360,13 +360,13 @@ class CNN(eqx.Module):
         if (
             not isinstance(out, jax.Array)
             or out.ndim != 3
-            or out.shape[0] != self.width
+            or out.shape[0] != self.channels
         ):
             raise ValueError(
-                f"CNN: the body must map an image ({self.width}, h, w) to "
-                f"({self.width}, h', w'), but it mapped {h.shape} to "
+                f"CNN: the body must map an image ({self.channels}, h, w) to "
+                f"({self.channels}, h', w'), but it mapped {h.shape} to "
                 f"{getattr(out, 'shape', type(out).__name__)}. Build the body for "
-                f"`width={self.width}` channels."
+                f"`channels={self.channels}` channels."
             )
         h = self.activation(self.norm(out))
         return self.head(GlobalAvgPool2d()(h))

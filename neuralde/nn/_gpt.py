@@ -14,7 +14,7 @@ from ._transformer import Norm, TransformerBlock
 class GPT(eqx.Module):
     """A small decoder-only transformer language model (Radford et al. 2019):
 
-    token embedding + sinusoidal positions, `num_layers` causal
+    token embedding + sinusoidal positions, `depth` causal
     [`neuralde.nn.TransformerBlock`][]s, a final LayerNorm, and a linear head that
     returns the logits of the next token at every position.
 
@@ -38,18 +38,18 @@ class GPT(eqx.Module):
     blocks: TransformerBlock
     norm: eqx.nn.LayerNorm
     head: eqx.nn.Linear
-    num_layers: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
     max_len: int = eqx.field(static=True)
 
     def __init__(
         self,
         vocab_size: int,
-        d_model: int,
+        embedding_size: int,
         num_heads: int,
-        num_layers: int,
+        depth: int,
         *,
         max_len: int,
-        ffn_size: int | None = None,
+        width_size: int | None = None,
         norm: Norm = "pre",
         activation: Callable[[Array], Array] = jax.nn.gelu,
         dtype=None,
@@ -59,11 +59,11 @@ class GPT(eqx.Module):
 
         - `vocab_size`: number of distinct tokens; token ids lie in
             `[0, vocab_size)`.
-        - `d_model`: number of features of each position.
-        - `num_heads`: number of attention heads; it must divide `d_model`.
-        - `num_layers`: number of transformer blocks.
+        - `embedding_size`: number of features of each position.
+        - `num_heads`: number of attention heads; it must divide `embedding_size`.
+        - `depth`: number of transformer blocks.
         - `max_len`: the longest sequence the model accepts. (Keyword only.)
-        - `ffn_size`, `activation`: as for [`neuralde.nn.TransformerBlock`][].
+        - `width_size`, `activation`: as for [`neuralde.nn.TransformerBlock`][].
         - `norm`: `"pre"` (default, as in GPT-2: the residual stream is normalised
             only by the final LayerNorm) or `"post"`.
         - `dtype`: floating dtype of the parameters.
@@ -73,16 +73,18 @@ class GPT(eqx.Module):
         scale of the positional encoding's entries in $[-1, 1]$.
         """
         vocab_size = positive_int(vocab_size, "vocab_size")
-        self.num_layers = positive_int(num_layers, "num_layers")
+        self.depth = positive_int(depth, "depth")
         self.max_len = positive_int(max_len, "max_len")
         ekey, bkey, hkey = jr.split(key, 3)
-        self.embedding = eqx.nn.Embedding(vocab_size, d_model, dtype=dtype, key=ekey)
+        self.embedding = eqx.nn.Embedding(
+            vocab_size, embedding_size, dtype=dtype, key=ekey
+        )
 
         def make_block(k):
             return TransformerBlock(
-                d_model,
+                embedding_size,
                 num_heads,
-                ffn_size=ffn_size,
+                width_size=width_size,
                 causal=True,
                 norm=norm,
                 activation=activation,
@@ -90,10 +92,10 @@ class GPT(eqx.Module):
                 key=k,
             )
 
-        self.blocks = eqx.filter_vmap(make_block)(jr.split(bkey, self.num_layers))
-        self.norm = eqx.nn.LayerNorm(d_model, dtype=dtype)
+        self.blocks = eqx.filter_vmap(make_block)(jr.split(bkey, self.depth))
+        self.norm = eqx.nn.LayerNorm(embedding_size, dtype=dtype)
         self.head = eqx.nn.Linear(
-            d_model, vocab_size, use_bias=False, dtype=dtype, key=hkey
+            embedding_size, vocab_size, use_bias=False, dtype=dtype, key=hkey
         )
 
     def __call__(
@@ -126,14 +128,14 @@ class GPT(eqx.Module):
                 f"GPT: the sequence has length {n}, but the model takes lengths 1 to "
                 f"`max_len={self.max_len}`. Build it with a larger `max_len`."
             )
-        vocab_size, d_model = self.embedding.weight.shape
+        vocab_size, embedding_size = self.embedding.weight.shape
         tokens = eqx.error_if(
             tokens,
             (tokens < 0) | (tokens >= vocab_size),
             f"GPT: token ids must lie in [0, vocab_size={vocab_size}).",
         )
         x = jax.vmap(self.embedding)(tokens)
-        x = x + sinusoidal_encoding(n, d_model, dtype=x.dtype)
+        x = x + sinusoidal_encoding(n, embedding_size, dtype=x.dtype)
         params, static = eqx.partition(self.blocks, eqx.is_array)
 
         def block(x, p):

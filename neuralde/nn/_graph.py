@@ -102,7 +102,7 @@ class MessagePassing(eqx.Module):
         out_features: int,
         *,
         message_size: int | None = None,
-        hidden_size: int = 64,
+        width_size: int = 64,
         depth: int = 1,
         aggregation: Literal["sum", "mean", "max"] = "sum",
         activation: Callable[[Array], Array] = jax.nn.relu,
@@ -114,7 +114,7 @@ class MessagePassing(eqx.Module):
         - `in_features`, `out_features`: feature sizes per node.
         - `message_size`: size of the messages $\\psi(h_u, h_v)$ (default
             `out_features`).
-        - `hidden_size`, `depth`, `activation`: of the two MLPs.
+        - `width_size`, `depth`, `activation`: of the two MLPs.
         - `aggregation`: `"sum"`, `"mean"` or `"max"` over in-neighbours; nodes
             without in-neighbours aggregate to zero.
         - `dtype`: parameter dtype. `key`: PRNG key. (Keyword only.)
@@ -125,7 +125,7 @@ class MessagePassing(eqx.Module):
             )
         message_size = out_features if message_size is None else message_size
         mkey, ukey = jr.split(key)
-        mlp = dict(width_size=hidden_size, depth=depth, activation=activation)
+        mlp = dict(width_size=width_size, depth=depth, activation=activation)
         self.message = eqx.nn.MLP(
             2 * in_features, message_size, **mlp, dtype=dtype, key=mkey
         )

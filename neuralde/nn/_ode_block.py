@@ -28,7 +28,7 @@ class ODEBlock(eqx.Module):
     !!! Example
 
         ```python
-        field = nde.fields.Hamiltonian(dim=16, width=32, layers=8, key=key)
+        field = nde.fields.Hamiltonian(in_size=16, width_size=32, layers=8, key=key)
         block = nde.nn.ODEBlock(field, steps=8, solver="leapfrog",
                                 gradient="reversible")
         y1, z1 = block((y0, jnp.zeros_like(y0)))

@@ -27,7 +27,7 @@ class TransformerBlock(eqx.Module):
         pre-LN blocks wants a final LayerNorm.
 
     $\\operatorname{FFN}(x) = W_2\\, \\sigma(W_1 x + b_1) + b_2$ acts on each position
-    separately, as do the LayerNorms (over the `d_model` features of a position).
+    separately, as do the LayerNorms (over the `in_size` features of a position).
 
     ??? cite "Reference"
         ```bibtex
@@ -50,10 +50,10 @@ class TransformerBlock(eqx.Module):
 
     def __init__(
         self,
-        d_model: int,
+        in_size: int,
         num_heads: int,
         *,
-        ffn_size: int | None = None,
+        width_size: int | None = None,
         causal: bool = False,
         norm: Norm = "post",
         activation: Callable[[Array], Array] = jax.nn.gelu,
@@ -63,10 +63,10 @@ class TransformerBlock(eqx.Module):
     ):
         """**Arguments:**
 
-        - `d_model`: number of features of each position.
-        - `num_heads`: number of attention heads; it must divide `d_model`.
-        - `ffn_size`: hidden width of the feed-forward network. Default
-            `4 * d_model`, as in Vaswani et al.
+        - `in_size`: number of features of each position.
+        - `num_heads`: number of attention heads; it must divide `in_size`.
+        - `width_size`: hidden width of the feed-forward network. Default
+            `4 * in_size`, as in Vaswani et al.
         - `causal`: if `True`, position `i` attends only to positions `j <= i` (a
             decoder block).
         - `norm`: `"post"` (default) or `"pre"`: where the LayerNorms sit.
@@ -81,49 +81,49 @@ class TransformerBlock(eqx.Module):
             raise ValueError(
                 f"TransformerBlock: `norm` must be 'post' or 'pre', got {norm!r}."
             )
-        ffn_size = 4 * d_model if ffn_size is None else ffn_size
-        ffn_size = positive_int(ffn_size, "ffn_size")
+        width_size = 4 * in_size if width_size is None else width_size
+        width_size = positive_int(width_size, "width_size")
         akey, fkey = jr.split(key)
         self.attention = SelfAttention(
-            d_model,
+            in_size,
             num_heads,
             causal=causal,
             use_bias=use_bias,
             dtype=dtype,
             key=akey,
         )
-        d_model = self.attention.d_model
+        in_size = self.attention.in_size
         self.ffn = eqx.nn.MLP(
-            d_model,
-            d_model,
-            ffn_size,
+            in_size,
+            in_size,
+            width_size,
             depth=1,
             activation=activation,
             dtype=dtype,
             key=fkey,
         )
-        self.norm1 = eqx.nn.LayerNorm(d_model, dtype=dtype)
-        self.norm2 = eqx.nn.LayerNorm(d_model, dtype=dtype)
+        self.norm1 = eqx.nn.LayerNorm(in_size, dtype=dtype)
+        self.norm2 = eqx.nn.LayerNorm(in_size, dtype=dtype)
         self.norm = norm
 
     def __call__(
         self,
-        x: Float[Array, "seq d_model"],
+        x: Float[Array, "seq in_size"],
         mask: Bool[Array, "seq seq"] | Bool[Array, "heads seq seq"] | None = None,
         *,
         key: PRNGKeyArray | None = None,
-    ) -> Float[Array, "seq d_model"]:
+    ) -> Float[Array, "seq in_size"]:
         """**Arguments:**
 
-        - `x`: one sequence, shape `(seq_len, d_model)` (batch with `jax.vmap`).
+        - `x`: one sequence, shape `(seq_len, in_size)` (batch with `jax.vmap`).
         - `mask`: optional attention mask, as for
             [`neuralde.nn.SelfAttention`][].
         - `key`: ignored; accepted so that the layer fits `eqx.nn.Sequential`.
 
-        **Returns:** shape `(seq_len, d_model)`.
+        **Returns:** shape `(seq_len, in_size)`.
         """
         del key
-        check_sequence("TransformerBlock", "x", x, self.attention.d_model)
+        check_sequence("TransformerBlock", "x", x, self.attention.in_size)
         ln1 = jax.vmap(self.norm1)
         ln2 = jax.vmap(self.norm2)
         ffn = jax.vmap(self.ffn)

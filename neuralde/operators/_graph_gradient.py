@@ -19,19 +19,19 @@ class GraphGradient(AbstractOperator):
     `Hamiltonian` and `Hyperbolic` are graph wave equations. With $W = I$ and
     $\\sigma$ the identity, $-K^\\top K = -2L$: the heat equation on the graph.
 
-    The node features of one example are `(num_nodes, in_features)`, and $K X$ is
-    `(num_edges, out_features)`. The graph's edge list is shared by all layers; the
+    The node features of one example are `(num_nodes, in_size)`, and $K X$ is
+    `(num_edges, out_size)`. The graph's edge list is shared by all layers; the
     field's bias is one per output feature, so the field is permutation equivariant.
     """
 
-    weight: Float[Array, "*layers out_features in_features"]
+    weight: Float[Array, "*layers out_size in_size"]
     graph: Graph
 
     def __init__(
         self,
         graph: Graph,
-        in_features: int,
-        out_features: int,
+        in_size: int,
+        out_size: int,
         *,
         dtype=None,
         key: PRNGKeyArray,
@@ -39,22 +39,22 @@ class GraphGradient(AbstractOperator):
         """**Arguments:**
 
         - `graph`: the `neuralde.operators.Graph` the features live on.
-        - `in_features`, `out_features`: feature sizes per node and per edge.
+        - `in_size`, `out_size`: feature sizes per node and per edge.
         - `dtype`: floating dtype of $W$. `key`: PRNG key. (Keyword only.)
 
         $W$ is LeCun-normal, as for [`neuralde.operators.Dense`][].
         """
         check_graph("GraphGradient", graph)
         dtype = jnp.result_type(float) if dtype is None else dtype
-        std = 1.0 / math.sqrt(in_features)
-        self.weight = std * jr.normal(key, (out_features, in_features), dtype)
+        std = 1.0 / math.sqrt(in_size)
+        self.weight = std * jr.normal(key, (out_size, in_size), dtype)
         self.graph = graph
 
     def __call__(self, x):
         if self.weight.ndim != 2:
             raise ValueError(
-                "GraphGradient: one layer's weight has shape (out_features, "
-                f"in_features), but this operator's is {self.weight.shape}. A stacked "
+                "GraphGradient: one layer's weight has shape (out_size, "
+                f"in_size), but this operator's is {self.weight.shape}. A stacked "
                 "operator is applied one layer at a time: use `operator.at_layer(k)`."
             )
         return self.graph.gradient(x @ self.weight.T)
