@@ -5,8 +5,8 @@ but its argument checks, so both may import it.
 
 import math
 
+import jax
 import jax.numpy as jnp
-from equinox.nn._attention import dot_product_attention_weights
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from ._checks import positive_int
@@ -25,10 +25,10 @@ def dot_product_attention(
     $\\operatorname{softmax}\\big(Q K^\\top / \\sqrt{d_k} + M\\big)\\, V$,
 
     where $M_{ij} = 0$ where query $i$ may attend to key $j$, and $-\\infty$ where it
-    may not. The softmax is `equinox.nn`'s (`dot_product_attention_weights`): it is
-    taken in at least float32, and a masked logit is the dtype's most negative
-    number rather than $-\\infty$, so a query that may attend to nothing gets uniform
-    weights instead of NaN.
+    may not. (`jax.nn.dot_product_attention` needs values of the queries' size;
+    this takes any.) The softmax is taken in at least float32, and a masked logit is
+    the dtype's most negative number rather than $-\\infty$, so a query that may
+    attend to nothing gets uniform weights instead of NaN.
 
     **Arguments:**
 
@@ -72,7 +72,13 @@ def dot_product_attention(
             f"key), got {key_.shape[0]} and {value.shape[0]}."
         )
     mask = attention_mask(name, mask, query.shape[0], key_.shape[0], causal=causal)
-    weights = dot_product_attention_weights(query, key_, mask)
+    # In float32 at least, and masked logits a large finite negative: a query that
+    # may attend to nothing then gets uniform weights rather than NaN.
+    dtype = jnp.promote_types(query.dtype, jnp.float32)
+    logits = (query @ key_.T).astype(dtype) / math.sqrt(query.shape[-1])
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     return weights @ value
 
 
