@@ -18,6 +18,13 @@ field and a state that work under `jax.jit` and `jax.vmap`.
     Hamiltonian and hyperbolic fields, and its drift under a solver.
 - [`reversibility_error`][neuralde.stability.reversibility_error]: round-off of the
     states rebuilt by a reversible solve.
+
+Solvers: every diagnostic of a solve defaults to `"rk4"`, as `neuralde.solve` does,
+except where the solver is the question: `energy_drift` defaults to `"leapfrog"`,
+the solver that keeps a Hamiltonian flow's energy bounded, and
+`reversibility_error` and `step_stability` take no default, since they measure a
+solver the caller chooses (`reversibility_error` needs a reversible one, which
+`"rk4"` is not).
 """
 
 from ._energy import energy as energy, energy_drift as energy_drift
