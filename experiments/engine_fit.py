@@ -17,8 +17,8 @@ python experiments/engine_fit.py --out engine-fit       # full: 100 and 1000 ste
 python experiments/engine_fit.py --quick --out /tmp/ef  # a smoke run
 ```
 
-It writes `results.json` and `summary.md` to `--out` (a new or empty directory;
-`--force` writes into a non-empty one).
+It writes `results.json`, `summary.md` and `fit_step.png` to `--out` (a new or
+empty directory; `--force` writes into a non-empty one).
 """
 
 import argparse
@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from _common import environment, write_json, write_text
+from _common import environment, save_figure, write_json, write_text
+from matplotlib.figure import Figure
 
 import neuralde as nde
 
@@ -132,6 +133,29 @@ def summary(results: dict, cfg: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(results: dict) -> Figure:
+    """Bars of the time of a fit step against discretize, per mode and step count."""
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    counts = list(results)
+    width = 0.8 / len(counts)
+    for i, steps in enumerate(counts):
+        ratios = [results[steps][m]["vs_discretize"] for m in MODES]
+        x = [j + (i - (len(counts) - 1) / 2) * width for j in range(len(MODES))]
+        bars = ax.bar(x, ratios, width, label=f"{steps} solver steps")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(range(len(MODES)), MODES)
+    ax.set_ylabel("fit step time / discretize's")
+    ax.set_title("A fit step with an ODEBlock on the batch, per gradient mode")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(
+        0, 1.25 * max(r["vs_discretize"] for v in results.values() for r in v.values())
+    )
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
@@ -151,6 +175,7 @@ def main(argv=None) -> None:
     )
     text = summary(results, cfg)
     write_text(args.out / "summary.md", text)
+    save_figure(figure(results), args.out / "fit_step.png", dpi=120)
     print(text)
 
 
