@@ -38,7 +38,7 @@ import neuralde as nde
 
 MODES = ("discretize", "checkpoint", "adjoint", "reversible")
 FULL = dict(steps=(100, 1000), batch=256, width=64, layers=8, fit_steps=60, repeats=3)
-QUICK = dict(steps=(10,), batch=16, width=8, layers=2, fit_steps=20, repeats=1)
+QUICK = dict(steps=(10,), batch=16, width=8, layers=2, fit_steps=40, repeats=1)
 RECORD_EVERY = 10
 
 
@@ -71,6 +71,8 @@ def step_times(history) -> list[float]:
     """Seconds per step over each recorded interval after the first (which holds
     the compilation)."""
     t, s = np.asarray(history["time_s"]), np.asarray(history["step"])
+    if len(t) < 3:
+        raise ValueError("Time at least 3 records (fit_steps >= 3 * RECORD_EVERY).")
     return list(np.diff(t[1:]) / np.diff(s[1:]))
 
 
