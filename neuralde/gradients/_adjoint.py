@@ -7,7 +7,7 @@ from equinox.internal import ω
 
 from .. import _steps
 from .._solvers import get_solver
-from ._base import AbstractGradient
+from ._base import AbstractGradient, dense_cotangent
 from ._diffrax import _check_one_term, backsolve_on, diffeqsolve
 
 
@@ -79,12 +79,7 @@ def _bwd(y1, ct_y1, perturbed, vjp_arg, solver, back_solver):
     del solver
     y0, terms, args, grid = vjp_arg
     params, static = eqx.partition((terms, args), eqx.is_inexact_array)
-    ct_y1 = jtu.tree_map(
-        lambda c, y: jnp.zeros_like(y) if c is None else c,
-        ct_y1,
-        y1,
-        is_leaf=lambda c: c is None,
-    )
+    ct_y1 = dense_cotangent(ct_y1, y1)
 
     def rate(t, y, params):
         terms, args = eqx.combine(params, static)

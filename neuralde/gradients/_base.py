@@ -2,6 +2,8 @@ import abc
 
 import diffrax as dfx
 import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from .._steps import StepGrid
@@ -66,3 +68,14 @@ class AbstractGradient(eqx.Module):
         those times stacked on a leading axis. A state that becomes non-finite
         raises an error naming the time.
         """
+
+
+def dense_cotangent(ct: PyTree, like: PyTree[Array]) -> PyTree[Array]:
+    """The output cotangent of a custom VJP with zeros for the leaves that are not
+    differentiated (`None`), for a backward pass that carries it through a scan."""
+    return jtu.tree_map(
+        lambda c, y: jnp.zeros_like(y) if c is None else c,
+        ct,
+        like,
+        is_leaf=lambda c: c is None,
+    )

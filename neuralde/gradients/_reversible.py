@@ -24,7 +24,7 @@ from .._solvers import (
     ReversibleRK,
     take_step,
 )
-from ._base import AbstractGradient
+from ._base import AbstractGradient, dense_cotangent
 
 
 class Reversible(AbstractGradient):
@@ -145,12 +145,7 @@ def _bwd(residuals, ct_y1, perturbed, vjp_arg, solver):
     y1, state1 = residuals
     y0, terms, args, grid = vjp_arg
     params, static = eqx.partition((terms, args), eqx.is_inexact_array)
-    ct_y1 = jtu.tree_map(
-        lambda c, y: jnp.zeros_like(y) if c is None else c,
-        ct_y1,
-        y1,
-        is_leaf=lambda c: c is None,
-    )
+    ct_y1 = dense_cotangent(ct_y1, y1)
 
     def step(carry, _):
         y, state, ct_y, ct_state, ct_params, i = carry
