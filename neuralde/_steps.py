@@ -160,7 +160,7 @@ def _nested(step, carry, n: int, segments: tuple[int, ...]):
     """`step` applied `n` times to `carry`, checkpointed in nested segments."""
     if not segments or n == 0:
         # As at one segment per step: recompute each step rather than store its
-        # internals (7x less memory at rk4, 1000 steps, and no slower).
+        # internals: 5.7x less memory at rk4, 1000 steps, batch 256, and no slower.
         step = jax.checkpoint(step, prevent_cse=False)
         return jax.lax.scan(lambda c, _: (step(c), None), carry, length=n)[0]
     size, inner = segments[0], segments[1:]

@@ -70,10 +70,7 @@ PRESETS = {
     # discretize, at the shape of a typical neural ODE (an 8-layer tanh MLP, state
     # 64, batch 256), 100 and 1000 steps.
     "engine": dict(
-        blocks=[
-            dict(solvers=["euler", "rk4"]),
-            dict(solvers=["reversible_heun"]),
-        ],
+        blocks=[dict(solvers=["euler", "rk4", "reversible_heun"])],
         axes=dict(
             fields=["MLP"],
             gradients=list(GRADIENT_NAMES),

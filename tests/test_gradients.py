@@ -36,8 +36,10 @@ def test_names_are_default_instances():
     assert G.as_gradient(adjoint) == G.Diffrax(adjoint)
     with pytest.raises(ValueError, match="Unknown gradient 'backprop'"):
         G.as_gradient("backprop")
-    # Every public mode is final and an `eqx.Module`: one word, one thing.
-    assert nde.ReversibleRK is not G.Reversible
+    # One word, one thing: the reversible solver wrapper has a name of its own.
+    assert not hasattr(nde, "Reversible")
+    assert issubclass(nde.ReversibleRK, dfx.AbstractSolver)
+    assert issubclass(G.Reversible, G.AbstractGradient)
 
 
 @pytest.mark.parametrize("levels", [2, 3])
@@ -88,7 +90,8 @@ def test_checkpoint_memory_grows_as_sqrt_steps(getkey):
 
     dis = temp("discretize", 1600) / temp("discretize", 100)
     chk = temp("checkpoint", 1600) / temp("checkpoint", 100)
-    # 16x the steps: discretize stores 16x the states, checkpointing about 4x.
+    # 16x the steps: discretize stores 16x the states (measured 13x of its temp
+    # buffers), checkpointing about sqrt(16) = 4x (measured 2.2x).
     assert dis > 10
     assert chk < 6
 

@@ -70,7 +70,8 @@ def _adjoint_loop(vjp_arg, solver, back_solver):
 @_adjoint_loop.def_fwd
 def _fwd(perturbed, vjp_arg, solver, back_solver):
     del perturbed
-    y1 = _adjoint_loop.fn(vjp_arg, solver, back_solver)
+    y0, terms, args, grid = vjp_arg
+    y1, _, _ = _steps.scan_steps(terms, solver, grid, y0, args)
     return y1, y1
 
 

@@ -34,10 +34,6 @@ class Integration(eqx.Module):
     atol: float = eqx.field(static=True, default=1e-6)
     max_steps: int = eqx.field(static=True, default=4096)
 
-    @property
-    def adaptive(self) -> bool:
-        return self.grid is None
-
 
 class AbstractGradient(eqx.Module):
     """How `neuralde.solve` takes reverse-mode derivatives: a gradient mode.
