@@ -8,6 +8,7 @@ from jaxtyping import Array, ArrayLike, Int, PRNGKeyArray, PyTree, Shaped
 
 from .._checks import positive_int
 from ..operators import AbstractOperator, Dense, stack
+from ._potential import potential_of
 
 
 Activation = Callable[[Array], Array]
@@ -183,6 +184,14 @@ class AbstractOperatorField(AbstractField):
         k = self.layer(t)
         operator = self.operator.at_layer(k)
         return operator, self.activation(operator(y) + self.bias[k])
+
+    def potential_energy(self, t, y, potential=None) -> Array:
+        """$\\mathbf 1^\\top \\Sigma(K_k y + b_k)$ with $\\Sigma' = \\sigma$, for the
+        layer $k$ of time `t`: the energy of a state under the fields' rate
+        $-K^\\top \\sigma(K y + b)$."""
+        sigma = potential_of(self.activation, potential)
+        k = self.layer(t)
+        return jnp.sum(sigma(self.operator.at_layer(k)(y) + self.bias[k]))
 
 
 def init_operator(

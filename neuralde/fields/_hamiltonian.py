@@ -11,7 +11,6 @@ from ._base import (
     check_two_streams,
     init_operator,
 )
-from ._potential import potential_of
 
 
 class Hamiltonian(AbstractConservativeField, AbstractOperatorField):
@@ -92,8 +91,7 @@ class Hamiltonian(AbstractConservativeField, AbstractOperatorField):
         \\mathbf 1^\\top \\Sigma(K z + b)$ (Chang et al. 2018), with
         $\\Sigma' = \\sigma$ and $K$, $b$ the parameters of the layer of time `t`."""
         check_two_streams(type(self).__name__, y)
-        sigma = potential_of(self.activation, potential)
-        k = self.layer(t)
-        K, b = self.operator.at_layer(k), self.bias[k]
         y_, z_ = y
-        return jnp.sum(sigma(K(y_) + b)) + jnp.sum(sigma(K(z_) + b))
+        return self.potential_energy(t, y_, potential) + self.potential_energy(
+            t, z_, potential
+        )

@@ -11,7 +11,6 @@ from ._base import (
     check_two_streams,
     init_operator,
 )
-from ._potential import potential_of
 
 
 class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
@@ -88,8 +87,5 @@ class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
         """$E(y, v) = \\tfrac12 \\|v\\|^2 + \\mathbf 1^\\top \\Sigma(K y + b)$, with
         $\\Sigma' = \\sigma$ and $K$, $b$ the parameters of the layer of time `t`."""
         check_two_streams(type(self).__name__, y)
-        sigma = potential_of(self.activation, potential)
-        k = self.layer(t)
-        K, b = self.operator.at_layer(k), self.bias[k]
         y_, z_ = y
-        return 0.5 * jnp.sum(z_**2) + jnp.sum(sigma(K(y_) + b))
+        return 0.5 * jnp.sum(z_**2) + self.potential_energy(t, y_, potential)
