@@ -24,7 +24,7 @@ from neuralde._bench._problem import (
     REFERENCE_STEPS,
     skip_reason,
 )
-from neuralde._bench._registry import make_problem, torus
+from neuralde._bench._registry import make_problem
 from neuralde._bench._run import memory_job
 from neuralde.bench import bench, configure, PRESETS
 from neuralde.cli import main
@@ -231,7 +231,10 @@ def test_skip_reasons_without_tracing():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(fields="Resnet"), "Unknown field 'Resnet'. Use one of MLP, Anti"),
+        (
+            dict(fields="Resnet"),
+            "Unknown field 'Resnet'. Use one of Antisymmetric, Attention",
+        ),
         (dict(solvers=["rk5"]), "Unknown solver 'rk5'. Use one of euler, midpoint"),
         (dict(gradients="backprop"), "Unknown gradient 'backprop'. Use one of disc"),
         (dict(dtypes="int8"), "Unknown dtype 'int8'. Use one of float32, bfloat16"),
@@ -322,7 +325,7 @@ def test_cli_parses_into_bench(monkeypatch, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--fields", "Resnet"], "Unknown field 'Resnet'. Use one of MLP"),
+        (["--fields", "Resnet"], "Unknown field 'Resnet'. Use one of Antisymmetric"),
         (["--solvers", "rk5"], "Unknown solver 'rk5'"),
         (["--gradients", "backprop"], "Unknown gradient 'backprop'"),
         (["--steps", "0"], "positive integer or 'adaptive', got '0'"),
@@ -372,14 +375,6 @@ def test_summary_quartiles():
         5.0,
     )
     assert s["median_s"] == statistics.median([1, 2, 3, 4, 5]) and s["repeats"] == 5
-
-
-def test_torus_graph():
-    g = torus(3)
-    adjacency = np.zeros((9, 9), int)
-    np.add.at(adjacency, (np.asarray(g.receivers), np.asarray(g.senders)), 1)
-    assert np.array_equal(adjacency, adjacency.T)  # undirected
-    assert np.all(adjacency.sum(axis=1) == 4) and np.all(np.diag(adjacency) == 0)
 
 
 def test_torch_comparison_is_skipped_cleanly_without_torch(monkeypatch):

@@ -326,3 +326,16 @@ def test_bad_graph_input(getkey, graph8):
         unstacked = nde.operators.GraphGradient(graph, 3, 4, key=getkey())
         with pytest.raises(ValueError, match="unstacked.*operators.stack"):
             nde.fields.Parabolic(operator=unstacked, layers=4)
+
+
+def test_torus_is_the_periodic_grid_graph():
+    g = Graph.torus(3)
+    adjacency = np.zeros((9, 9), int)
+    np.add.at(adjacency, (np.asarray(g.receivers), np.asarray(g.senders)), 1)
+    assert np.array_equal(adjacency, adjacency.T)  # undirected
+    assert np.all(adjacency.sum(axis=1) == 4) and np.all(np.diag(adjacency) == 0)
+    # Node (0, 0) neighbours (0, 1), (1, 0), (0, 2) and (2, 0), wrapping around.
+    assert set(np.flatnonzero(adjacency[0])) == {1, 3, 2, 6}
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="side"):
+            Graph.torus(bad)

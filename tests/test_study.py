@@ -159,8 +159,8 @@ def test_refuses_a_non_empty_directory(tmp_path):
     [
         (
             dict(architectures=["MLP", "ResNet"]),
-            "Unknown architecture 'ResNet'. Valid architectures: MLP, Antisymmetric, "
-            "Hamiltonian, Hyperbolic, Parabolic",
+            "Unknown architecture 'ResNet'. Valid architectures: Antisymmetric, "
+            "Hamiltonian, Hyperbolic, MLP, Parabolic",
         ),
         (dict(problem="moons"), "Unknown problem 'moons'. Valid problems: ellipses, "),
         (dict(lr={"Resnet": 0.1}), "Valid architectures"),
@@ -183,7 +183,7 @@ def test_bad_arguments(tmp_path, kwargs, match):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--architectures", "MLP", "ResNet"], "Valid architectures: MLP, "),
+        (["--architectures", "MLP", "ResNet"], "Valid architectures: Antisymmetric, "),
         (["--problem", "moons"], "Valid problems: ellipses, swiss_roll"),
         (["--depths", "4", "x"], "expected a positive integer"),
         (["--lr", "MLP=fast"], "expected a number or NAME=NUMBER"),

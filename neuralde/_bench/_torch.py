@@ -26,7 +26,9 @@ METHODS = {
     "rk4": "rk4",
     "dopri5": "dopri5",
 }
-FIELDS = ("MLP", "Antisymmetric", "Parabolic", "Hamiltonian", "Hyperbolic")
+# The fields written again in torch below (`_TorchField`): a second, independent
+# implementation to compare with. Other fields are benchmarked without it.
+MIRRORED = ("MLP", "Antisymmetric", "Parabolic", "Hamiltonian", "Hyperbolic")
 DTYPES = ("float32", "float64")
 
 
@@ -78,7 +80,7 @@ def _device(torch) -> str | None:
 
 
 def _problem_note(problem: Problem) -> str | None:
-    if problem.field not in FIELDS:
+    if problem.field not in MIRRORED:
         return f"no torch version of the field {problem.field}"
     if problem.solver not in METHODS:
         return f"torchdiffeq has no method of the solver {problem.solver}"

@@ -72,6 +72,10 @@ class Antisymmetric(AbstractOperatorField):
         self.layers = layers
         self.t1 = t1
 
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        return cls(in_size, layers=layers, t1=t1, dtype=dtype, key=key)
+
     def __call__(self, t, y, args):
         check_shape("Antisymmetric", y, self.state_shape())
         k = self.layer(t)

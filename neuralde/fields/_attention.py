@@ -18,8 +18,7 @@ from ._base import (
 
 
 class Attention(AbstractField):
-    """A transformer as an ODE: the state is a sequence $X$ of shape
-    `(seq_len, in_size)` and
+    """A transformer as an ODE, on a sequence $X$ of shape `(seq_len, in_size)`:
 
     $\\dot X = \\operatorname{Attn}_k\\big(\\operatorname{LN}^a_k(X)\\big)
     + \\operatorname{FFN}_k\\big(\\operatorname{LN}^f_k(X)\\big)$
@@ -157,6 +156,25 @@ class Attention(AbstractField):
         norm_ffn)`."""
         parts = (self.attention, self.ffn, self.norm_attention, self.norm_ffn)
         return jax.tree.map(lambda x: x[k] if eqx.is_array(x) else x, parts)
+
+    def state_shape(self) -> tuple[int, ...] | None:
+        """`(seq_len, in_size)`, or `None` if `seq_len` was not fixed."""
+        return None if self.seq_len is None else (self.seq_len, self.in_size)
+
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        """Sequences of 8 positions; two heads where `in_size` is even, else one."""
+        heads = 2 if in_size % 2 == 0 else 1
+        return cls(
+            in_size,
+            heads,
+            seq_len=8,
+            width_size=width_size,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+        )
 
     def __call__(self, t, y, args):
         n = self.seq_len

@@ -40,6 +40,38 @@ class AbstractField(eqx.Module):
         state with one more leading axis as a batch."""
         return None
 
+    def initial_state(self, y: PyTree[Array]) -> PyTree[Array]:
+        """The state that starts from the features `y` of an example (or of a
+        batch): `y` itself. Fields on a position and a velocity return `(y, 0)`."""
+        return y
+
+    @classmethod
+    def example(
+        cls,
+        in_size: int,
+        *,
+        width_size: int | None = None,
+        layers: int = 1,
+        t1: float = 1.0,
+        dtype=None,
+        key: PRNGKeyArray,
+    ) -> "AbstractField":
+        """A standard instance of this field for examples of `in_size` features, its
+        other choices (graph, heads, sequence length) fixed.
+
+        `neuralde bench` benchmarks every field of `neuralde.fields` that defines
+        it, and `neuralde study` studies those whose state is a vector: a new field
+        needs nothing else to join them.
+
+        - `width_size`: the hidden width, for fields that have one (default
+            `in_size`).
+        - `layers`, `t1`, `dtype`, `key`: as for the constructor.
+        """
+        raise NotImplementedError(
+            f"{cls.__name__} does not define `example`, so the benchmark and the "
+            "study do not know how to build it."
+        )
+
     @abc.abstractmethod
     def __call__(self, t: ArrayLike, y: PyTree[Array], args: PyTree) -> PyTree[Array]:
         """**Arguments:**
@@ -68,6 +100,10 @@ class AbstractTwoStreamField(AbstractField):
     @abc.abstractmethod
     def dz(self, t: ArrayLike, y: PyTree[Array], args: PyTree) -> PyTree[Array]:
         """The rate of the second stream, as a function of the first."""
+
+    def initial_state(self, y):
+        """`(y, 0)`: the second stream starts at rest."""
+        return y, jax.tree.map(jnp.zeros_like, y)
 
     def __call__(self, t, y, args):
         check_two_streams(type(self).__name__, y)

@@ -17,8 +17,9 @@ from ._base import (
 
 
 class GRAND(AbstractField):
-    """Graph neural diffusion (Chamberlain et al. 2021),
-    $\\dot X = (A(X) - I) X$, with the attention-weighted adjacency
+    """Graph neural diffusion (Chamberlain et al. 2021), $\\dot X = (A(X) - I) X$.
+
+    Here $A$ is the attention-weighted adjacency
 
     $A(X)_{uv} = \\operatorname{softmax}_{v \\to u}
     \\big((W_K x_u)^\\top W_Q x_v / d_k\\big)$
@@ -87,6 +88,20 @@ class GRAND(AbstractField):
         logits = jnp.sum(keys[g.receivers] * queries[g.senders], axis=-1)
         logits = logits / self.key_weight.shape[1]
         return segment_softmax(logits, g.receivers, g.num_nodes)
+
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        """On the 6 x 6 periodic grid graph (`Graph.torus(6)`)."""
+        graph = Graph.torus(6)
+        return cls(
+            graph,
+            in_size,
+            key_size=width_size,
+            layers=layers,
+            t1=t1,
+            dtype=dtype,
+            key=key,
+        )
 
     def state_shape(self) -> tuple[int, ...]:
         return (self.graph.num_nodes, self.key_weight.shape[-1])
@@ -167,6 +182,16 @@ class GraphCON(AbstractField):
         self.activation = activation
         self.layers = layers
         self.t1 = t1
+
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        """On the 6 x 6 periodic grid graph (`Graph.torus(6)`)."""
+        graph = Graph.torus(6)
+        return cls(graph, in_size, layers=layers, t1=t1, dtype=dtype, key=key)
+
+    def initial_state(self, y):
+        """`(y, 0)`: the oscillators start at rest."""
+        return y, jnp.zeros_like(y)
 
     def state_shape(self) -> tuple[int, ...]:
         return (self.graph.num_nodes, self.weight.shape[-1])

@@ -76,6 +76,11 @@ class Hamiltonian(AbstractConservativeField, AbstractOperatorField):
         self.layers = layers
         self.t1 = t1
 
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        width_size = in_size if width_size is None else width_size
+        return cls(in_size, width_size, layers=layers, t1=t1, dtype=dtype, key=key)
+
     def dy(self, t, z, args):
         check_shape("Hamiltonian (stream z)", z, self.state_shape())
         K, s = self.preactivation(t, z)

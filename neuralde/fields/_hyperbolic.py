@@ -15,7 +15,9 @@ from ._base import (
 
 class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
     """Second-order (wave-like) field, $\\ddot y = -K^\\top \\sigma(K y + b)$
-    (Haber & Ruthotto 2017; Chang et al. 2018), as the first-order system
+    (Haber & Ruthotto 2017; Chang et al. 2018).
+
+    It is integrated as the first-order system
 
     $\\dot y = v,\\qquad \\dot v = -K^\\top \\sigma(K y + b)$
 
@@ -73,6 +75,11 @@ class Hyperbolic(AbstractConservativeField, AbstractOperatorField):
         self.activation = activation
         self.layers = layers
         self.t1 = t1
+
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        width_size = in_size if width_size is None else width_size
+        return cls(in_size, width_size, layers=layers, t1=t1, dtype=dtype, key=key)
 
     def dy(self, t, v, args):
         check_shape("Hyperbolic (velocity)", v, self.state_shape())

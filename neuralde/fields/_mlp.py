@@ -61,6 +61,10 @@ class MLP(AbstractOperatorField):
         self.layers = layers
         self.t1 = t1
 
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        return cls(in_size, layers=layers, t1=t1, dtype=dtype, key=key)
+
     def __call__(self, t, y, args):
         check_shape("MLP", y, self.state_shape())
         return self.preactivation(t, y)[1]

@@ -65,6 +65,11 @@ class Parabolic(AbstractOperatorField):
         self.layers = layers
         self.t1 = t1
 
+    @classmethod
+    def example(cls, in_size, *, width_size=None, layers=1, t1=1.0, dtype=None, key):
+        width_size = in_size if width_size is None else width_size
+        return cls(in_size, width_size, layers=layers, t1=t1, dtype=dtype, key=key)
+
     def __call__(self, t, y, args):
         check_shape("Parabolic", y, self.state_shape())
         K, s = self.preactivation(t, y)

@@ -116,6 +116,19 @@ class Graph(eqx.Module):
             weights,
         )
 
+    @classmethod
+    def torus(cls, side: int) -> "Graph":
+        """The periodic `side x side` grid graph: node `i * side + j` has the four
+        neighbours of `(i, j)` modulo `side`, each edge in both directions."""
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise ValueError(f"`side` must be a positive int, got {side!r}.")
+        i, j = np.divmod(np.arange(side * side), side)
+        senders, receivers = [], []
+        for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+            senders.append(((i + di) % side) * side + (j + dj) % side)
+            receivers.append(i * side + j)
+        return cls(np.concatenate(senders), np.concatenate(receivers), side * side)
+
     @property
     def num_edges(self) -> int:
         return self.senders.shape[0]
