@@ -4,10 +4,7 @@ and `ODEBlock`, the continuous-time block that wraps `neuralde.solve`.
 Layers act on one example; batch with `jax.vmap`.
 """
 
-from .._attention import (
-    dot_product_attention as dot_product_attention,
-    sinusoidal_encoding as sinusoidal_encoding,
-)
+from .._attention import dot_product_attention as dot_product_attention
 from ..operators import (
     batch as batch,
     Graph as Graph,
@@ -24,4 +21,5 @@ from ._conv import (
 from ._gpt import generate as generate, GPT as GPT
 from ._graph import GAT as GAT, GCN as GCN, MessagePassing as MessagePassing
 from ._ode_block import ODEBlock as ODEBlock
+from ._positional import sinusoidal_encoding as sinusoidal_encoding
 from ._transformer import TransformerBlock as TransformerBlock

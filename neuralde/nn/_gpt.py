@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._attention import sinusoidal_encoding
 from .._checks import positive_int
+from ._positional import sinusoidal_encoding
 from ._transformer import Norm, TransformerBlock
 
 
