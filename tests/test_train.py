@@ -106,10 +106,12 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     _checkpoint.save(path, {"w": jnp.arange(3.0)}, {"step": 1})
     like = {"w": jnp.zeros(3)}
 
-    def interrupted(fd):
+    def interrupted(f):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_io.os, "fsync", interrupted)
+    # neuralde's own sync, not `os.fsync`: patching the `os` module would interrupt
+    # any other thread that syncs a file meanwhile.
+    monkeypatch.setattr(_io, "_sync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _checkpoint.save(path, {"w": jnp.full(3, 7.0)}, {"step": 2})
     monkeypatch.undo()
@@ -118,6 +120,156 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.eqx", "ckpt.eqx.json"]
     with pytest.raises(ValueError, match="does not match"):
         _checkpoint.load(path, {"w": jnp.zeros(4)})
+
+
+def saved_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.eqx"
+    _checkpoint.save(path, {"w": jnp.arange(4.0), "b": jnp.ones(2)}, {"step": 3})
+    return path, {"w": jnp.zeros(4), "b": jnp.zeros(2)}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "flip a bit of the arrays",
+        "flip a bit of the header",
+        "append bytes",
+        "truncate the arrays",
+        "truncate to the header",
+        "corrupt the header length",
+    ],
+)
+def test_a_damaged_checkpoint_is_refused(tmp_path, damage):
+    path, like = saved_checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    header_at = len(_checkpoint._MAGIC) + 8
+    if damage == "flip a bit of the arrays":
+        data[-40] ^= 0x01
+    elif damage == "flip a bit of the header":
+        data[header_at + 2] ^= 0x04
+    elif damage == "append bytes":
+        data += b"\0\0\0\0"
+    elif damage == "truncate the arrays":
+        data = data[:-10]
+    elif damage == "truncate to the header":
+        data = data[: header_at + 5]
+    else:
+        data[len(_checkpoint._MAGIC)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is damaged: its checksum does not match"):
+        _checkpoint.load(path, like)
+
+
+def test_checkpoint_round_trip_and_foreign_files(tmp_path):
+    path, like = saved_checkpoint(tmp_path)
+    state, meta = _checkpoint.load(path, like)
+    assert meta == {"step": 3} and np.array_equal(state["w"], np.arange(4.0))
+    with pytest.raises(ValueError, match="does not match this model"):
+        _checkpoint.load(path, {"w": jnp.zeros(4)})
+    other = tmp_path / "other.eqx"
+    other.write_bytes(b"neuralde checkpoint v1\n" + bytes(40))
+    with pytest.raises(ValueError, match="format v1, which this version"):
+        _checkpoint.load(other, like)
+    other.write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(ValueError, match="is not a neuralde checkpoint"):
+        _checkpoint.load(other, like)
+
+
+def test_a_write_removes_the_temporaries_of_killed_writers(tmp_path, monkeypatch):
+    path, like = saved_checkpoint(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = _io.socket.gethostname()
+    stale = tmp_path / f".ckpt.eqx.{host}.{dead.pid}.0123abcd.tmp"
+    live = tmp_path / f".ckpt.eqx.{host}.{os.getpid()}.4567abcd.tmp"
+    elsewhere = tmp_path / f".ckpt.eqx.another-host.{dead.pid}.89abcdef.tmp"
+    for tmp in (stale, live, elsewhere):
+        tmp.write_bytes(bytes(100))
+    synced = []
+    monkeypatch.setattr(_io, "_sync_directory", synced.append)
+    _checkpoint.save(path, {"w": jnp.arange(4.0), "b": jnp.ones(2)}, {"step": 4})
+    # A writer still running, or on another host, may still rename its file.
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+    # Both files' renames were made durable by syncing their directory.
+    assert synced == [tmp_path, tmp_path]
+    assert _checkpoint.load(path, like)[1] == {"step": 4}
+
+
+def test_an_unwritable_checkpoint_is_refused_before_training(getkey, tmp_path):
+    x, y = regression(getkey())
+    model = eqx.nn.Linear(3, 1, key=getkey())
+    calls = []
+
+    def loss(m, x, y):
+        calls.append(None)
+        return mse(m, x, y)
+
+    (tmp_path / "a_file").write_text("")
+    kwargs = dict(key=getkey(), steps=2, batch_size=8, progress=False)
+    with pytest.raises(PermissionError, match="Cannot write the checkpoint"):
+        nde.train.fit(
+            model, loss, (x, y), optax.sgd(0.1),
+            checkpoint=tmp_path / "a_file" / "ckpt.eqx", **kwargs,
+        )  # fmt: skip
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        nde.train.fit(
+            model, loss, (x, y), optax.sgd(0.1), checkpoint=tmp_path, **kwargs
+        )
+    assert calls == []
+
+
+def test_a_resume_with_another_key_or_data_is_refused(getkey, tmp_path):
+    x, y = regression(getkey())
+    model = eqx.nn.Linear(3, 1, key=getkey())
+    key, path = getkey(), tmp_path / "c.eqx"
+
+    def fit(**kw):
+        kw = {"key": key, "data": (x, y), **kw}
+        return nde.train.fit(
+            model, mse, kw.pop("data"), optax.sgd(0.1), steps=4, batch_size=8,
+            progress=False, **kw,
+        )  # fmt: skip
+
+    fit(checkpoint=path)
+    with pytest.raises(ValueError, match="another PRNG `key`"):
+        fit(resume=path, key=getkey())
+    with pytest.raises(ValueError, match="other training data"):
+        fit(resume=path, data=(x.at[0, 0].add(1.0), y))
+    fit(resume=path)
+
+
+def test_a_second_fit_compiles_nothing(getkey):
+    x, y = regression(getkey())
+    opt = optax.adam(1e-2)
+    kwargs = dict(steps=8, batch_size=16, eval_data=(x, y), progress=False)
+    seen = []
+    _, first = nde.train.fit(
+        eqx.nn.MLP(3, 1, 8, 2, key=getkey()), mse, (x, y), opt, key=getkey(),
+        callback=lambda h: seen.append(list(h["step"])), **kwargs,
+    )  # fmt: skip
+    assert first["traces"] == 1
+    assert seen == [[4], [4, 8]]
+    # Another initialisation, key and data of the same shapes: nothing is traced.
+    x2, y2 = regression(getkey())
+    _, second = nde.train.fit(
+        eqx.nn.MLP(3, 1, 8, 2, key=getkey()), mse, (x2, y2), opt, key=getkey(),
+        **kwargs,
+    )  # fmt: skip
+    assert second["traces"] == 0
+    # Another batch size is another shape: one new trace.
+    _, third = nde.train.fit(
+        eqx.nn.MLP(3, 1, 8, 2, key=getkey()), mse, (x, y), opt, key=getkey(),
+        **{**kwargs, "batch_size": 8},
+    )  # fmt: skip
+    assert third["traces"] == 1
+
+
+def test_fit_needs_a_key(getkey):
+    x, y = regression(getkey())
+    model = eqx.nn.Linear(3, 1, key=getkey())
+    for key in (None, 0, jnp.zeros(3)):
+        with pytest.raises(TypeError, match="`key` must be a JAX PRNG key"):
+            nde.train.fit(model, mse, (x, y), optax.sgd(0.1), key=key, steps=1)
 
 
 SCRIPT = """

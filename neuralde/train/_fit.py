@@ -1,7 +1,10 @@
+import collections
+import hashlib
 import inspect
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -42,13 +45,17 @@ def fit(
     resume: str | os.PathLike | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
+    callback: Callable[[dict[str, list]], None] | None = None,
 ) -> tuple[eqx.Module, dict[str, list]]:
     """Train `model` to minimise `loss_fn` with an optax optimiser.
 
     Each step draws a mini-batch, computes the loss and its gradient, and applies
-    the optimiser update, all in one compiled function (traced once per call of
-    `fit`: `history["traces"]` counts it). Gradient clipping and learning-rate
-    schedules are optax's: pass e.g.
+    the optimiser update, all in one compiled function. It is compiled once for a
+    model structure, loss, optimiser, metrics and data shapes, and reused by every
+    later `fit` with the same ones (`history["traces"]` counts the traces of this
+    call): pass the same `loss_fn` and `optimizer` objects to train several models,
+    seeds or folds, since a new `optax.adam(...)` is a new function to JAX.
+    Gradient clipping and learning-rate schedules are optax's: pass e.g.
     `optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))`.
 
     **Arguments:**
@@ -96,11 +103,19 @@ def fit(
         a multiple of the number of devices. For many hosts, call
         `jax.distributed.initialize()` first and pass `jax.devices()`.
     - `progress`: show a tqdm progress bar with the loss and throughput.
+    - `callback`: called as `callback(history)` after each evaluation, with the
+        history so far (e.g. to report progress, or to keep the losses of a run
+        that then raises).
 
     **Returns:** `(model, history)`. `history` maps `"step"`, `"train_loss"` (mean
     since the previous record), `"eval_<metric>"` and `"time_s"` to lists, one entry
     per evaluation, and `"traces"` to the number of times the step was traced.
     """
+    if not _is_key(key):
+        raise TypeError(
+            "`key` must be a JAX PRNG key, e.g. `key=jax.random.key(0)`: it fixes the "
+            f"order of the batches (and any noise of the loss); got {key!r}."
+        )
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"`optimizer` must be an optax.GradientTransformation (e.g. "
@@ -135,65 +150,28 @@ def fit(
                 f"`monitor={monitor!r}` is not one of the metrics {sorted(metrics)}."
             )
 
-    place, constrain = _parallel(devices, batch_size)
+    if checkpoint is not None:
+        _checkpoint.check(checkpoint)
+    place, sharding = _parallel(devices, batch_size)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     data = place(jax.tree.map(jnp.asarray, data))
     eval_data = (
         None if eval_data is None else place(jax.tree.map(jnp.asarray, eval_data))
     )
-    traces = []
-
     # Typed keys are stored as their raw data, which serialises like any array.
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    impl = jr.key_impl(key) if typed else None
-
-    def keys(key_data):
-        """The keys of the batch order and of the loss's own randomness."""
-        k = jr.wrap_key_data(key_data, impl=impl) if typed else key_data
-        order_key, noise_key = jr.split(k)
-        return order_key, noise_key
-
-    def call(fn, params, batch, noise_key, step, stream):
-        m = eqx.combine(params, static)
-        kwargs = {}
-        if _takes_key(fn):
-            kwargs["key"] = jr.fold_in(jr.fold_in(noise_key, step), stream)
-        if isinstance(batch, tuple):
-            return fn(m, *batch, **kwargs)
-        return fn(m, batch, **kwargs)
-
-    @jax.jit
-    def train_step(params, opt_state, loss_sum, data, order, key_data, step):
-        traces.append(None)
-        i = step % per_epoch
-        idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
-        batch = constrain(jax.tree.map(lambda a: a[idx], data))
-        _, noise_key = keys(key_data)
-        loss, grads = jax.value_and_grad(
-            lambda p: call(loss_fn, p, batch, noise_key, step, 0)
-        )(params)
-        loss = eqx.error_if(
-            loss,
-            ~jnp.isfinite(loss),
-            "The training loss is not finite. Lower the learning rate, clip the "
-            "gradients (optax.clip_by_global_norm), or check the data.",
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, loss_sum + loss
-
-    @jax.jit
-    def evaluate(params, batch, key_data, step):
-        _, noise_key = keys(key_data)
-        return {
-            name: call(fn, params, batch, noise_key, step, 1)
-            for name, fn in metrics.items()
-        }
-
-    @jax.jit
-    def permutation(key_data, epoch):
-        order_key, _ = keys(key_data)
-        return jr.permutation(jr.fold_in(order_key, epoch), n)
+    spec = _Spec(
+        static=static,
+        loss_fn=loss_fn,
+        metrics=metrics,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        per_epoch=per_epoch,
+        num_examples=n,
+        impl=jr.key_impl(key) if typed else None,
+        sharding=sharding,
+    )
+    traces = _TRACES["train_step"]
 
     # Everything a resumed run needs to take the same steps as an uninterrupted one.
     state = {
@@ -207,15 +185,13 @@ def fit(
     history = {"step": [], "train_loss": [], "time_s": []}
     history.update({f"eval_{name}": [] for name in metrics if eval_data is not None})
     config = {"batch_size": batch_size, "num_examples": n, "total_steps": total}
+    if checkpoint is not None or resume is not None:
+        # What the run's steps depend on, so that a resume with other ones is refused.
+        config["key"] = _fingerprint(state["key"])
+        config["data"] = _fingerprint(data)
     if resume is not None:
         state, saved = _checkpoint.load(resume, state)
-        for name, value in config.items():
-            if name != "total_steps" and saved["config"][name] != value:
-                raise ValueError(
-                    f"The checkpoint {str(resume)!r} was written with {name}="
-                    f"{saved['config'][name]}, but this run has {name}={value}; "
-                    "resume with the same data and batch size."
-                )
+        _check_resume(resume, saved["config"], config)
         meta, history = saved["meta"], saved["history"]
     state = place(state)
 
@@ -232,15 +208,17 @@ def fit(
         step = meta["step"]
         epoch = step // per_epoch
         if epoch != order_epoch:
-            order, order_epoch = permutation(state["key"], epoch), epoch
-        state["params"], state["opt_state"], state["loss_sum"] = train_step(
+            order = _permutation(spec, state["key"], jnp.asarray(epoch))
+            order_epoch = epoch
+        state["params"], state["opt_state"], state["loss_sum"] = _train_step(
+            spec,
             state["params"],
             state["opt_state"],
             state["loss_sum"],
             data,
             order,
             state["key"],
-            step,
+            jnp.asarray(step),
         )
         meta["step"], meta["since"] = step + 1, meta["since"] + 1
         bar.update()
@@ -248,7 +226,9 @@ def fit(
         if meta["step"] % eval_every == 0 or last:
             _record(history, meta, state, start)
             if eval_data is not None:
-                values = evaluate(state["params"], eval_data, state["key"], step)
+                values = _evaluate(
+                    spec, state["params"], eval_data, state["key"], jnp.asarray(step)
+                )
                 for name, value in values.items():
                     history[f"eval_{name}"].append(float(value))
                 _early_stopping(meta, state, float(values[monitor]), maximize, patience)
@@ -256,15 +236,123 @@ def fit(
             rate = (meta["step"] - window[1]) * batch_size / (now - window[0])
             window = (now, meta["step"])
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", ex_s=f"{rate:.0f}")
+            if callback is not None:
+                callback(history)
             if checkpoint_every is None:
                 save()
         if checkpoint_every is not None and meta["step"] % checkpoint_every == 0:
             save()
     bar.close()
     save()
-    history["traces"] = len(traces)
+    history["traces"] = _TRACES["train_step"] - traces
     params = state["best"] if patience is not None else state["params"]
     return eqx.combine(params, static), history
+
+
+# How often each compiled function of `fit` was traced, in this process.
+_TRACES: collections.Counter = collections.Counter()
+
+
+class _Spec(NamedTuple):
+    """Everything static about a training run. `fit`'s compiled functions take it
+    as their first argument: equinox caches them on it, so a second `fit` with the
+    same model structure, loss, optimiser, metrics and shapes compiles nothing."""
+
+    static: PyTree
+    loss_fn: Metric
+    metrics: dict[str, Metric]
+    optimizer: optax.GradientTransformation
+    batch_size: int
+    per_epoch: int
+    num_examples: int
+    impl: str | None
+    sharding: NamedSharding | None
+
+
+def _keys(spec: _Spec, key_data):
+    """The keys of the batch order and of the loss's own randomness."""
+    key = key_data if spec.impl is None else jr.wrap_key_data(key_data, impl=spec.impl)
+    order_key, noise_key = jr.split(key)
+    return order_key, noise_key
+
+
+def _call(spec: _Spec, fn, params, batch, noise_key, step, stream):
+    model = eqx.combine(params, spec.static)
+    kwargs = {}
+    if _takes_key(fn):
+        kwargs["key"] = jr.fold_in(jr.fold_in(noise_key, step), stream)
+    if isinstance(batch, tuple):
+        return fn(model, *batch, **kwargs)
+    return fn(model, batch, **kwargs)
+
+
+@eqx.filter_jit
+def _train_step(spec: _Spec, params, opt_state, loss_sum, data, order, key_data, step):
+    _TRACES["train_step"] += 1
+    i = step % spec.per_epoch
+    idx = jax.lax.dynamic_slice_in_dim(order, i * spec.batch_size, spec.batch_size)
+    batch = jax.tree.map(lambda a: a[idx], data)
+    if spec.sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, spec.sharding)
+    _, noise_key = _keys(spec, key_data)
+    loss, grads = jax.value_and_grad(
+        lambda p: _call(spec, spec.loss_fn, p, batch, noise_key, step, 0)
+    )(params)
+    loss = eqx.error_if(
+        loss,
+        ~jnp.isfinite(loss),
+        "The training loss is not finite. Lower the learning rate, clip the "
+        "gradients (optax.clip_by_global_norm), or check the data.",
+    )
+    updates, opt_state = spec.optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss_sum + loss
+
+
+@eqx.filter_jit
+def _evaluate(spec: _Spec, params, batch, key_data, step):
+    _, noise_key = _keys(spec, key_data)
+    return {
+        name: _call(spec, fn, params, batch, noise_key, step, 1)
+        for name, fn in spec.metrics.items()
+    }
+
+
+@eqx.filter_jit
+def _permutation(spec: _Spec, key_data, epoch):
+    order_key, _ = _keys(spec, key_data)
+    return jr.permutation(jr.fold_in(order_key, epoch), spec.num_examples)
+
+
+def _fingerprint(tree: PyTree) -> str:
+    """A SHA-256 of a PyTree's structure, dtypes, shapes and values."""
+    digest = hashlib.sha256(str(jax.tree.structure(tree)).encode())
+    for leaf in jax.tree.leaves(tree):
+        leaf = np.asarray(_host_copy(leaf))
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def _check_resume(path, saved: dict, config: dict) -> None:
+    """Refuse to resume a run whose steps would differ from the saved run's."""
+    where = f"The checkpoint {str(path)!r} was written by a run with"
+    for name in ("batch_size", "num_examples"):
+        if saved[name] != config[name]:
+            raise ValueError(
+                f"{where} {name}={saved[name]}, but this run has {name}="
+                f"{config[name]}; resume with the same data and batch size."
+            )
+    if saved["key"] != config["key"]:
+        raise ValueError(
+            f"{where} another PRNG `key`, so this run would not take the same "
+            "batches. Resume with the key of that run."
+        )
+    if saved["data"] != config["data"]:
+        raise ValueError(
+            f"{where} other training data (same size, different values). Resume "
+            "with the data of that run."
+        )
 
 
 def _host_copy(x):
@@ -272,6 +360,15 @@ def _host_copy(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         x = x.addressable_data(0)
     return np.asarray(x)
+
+
+def _is_key(key) -> bool:
+    """A typed key, or a raw `jax.random.PRNGKey`."""
+    if not isinstance(key, jax.Array):
+        return False
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.shape == ()
+    return key.dtype == jnp.uint32 and key.shape == (2,)
 
 
 def _takes_key(fn) -> bool:
@@ -324,10 +421,10 @@ def _total_steps(steps, epochs, per_epoch) -> int:
 
 
 def _parallel(devices, batch_size):
-    """`(place, constrain)`: put arrays on the devices (replicated), and shard a
-    batch's leading axis over them inside the step. Identity for one device."""
+    """`(place, sharding)`: put arrays on the devices (replicated), and the sharding
+    of a batch's leading axis over them. Identity and `None` for one device."""
     if devices is None:
-        return (lambda tree: tree), (lambda batch: batch)
+        return (lambda tree: tree), None
     devices = list(devices)
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise TypeError("`devices` must be a non-empty list of `jax.Device`s.")
@@ -338,12 +435,8 @@ def _parallel(devices, batch_size):
         )
     mesh = Mesh(np.asarray(devices), ("batch",))
     replicated = NamedSharding(mesh, PartitionSpec())
-    sharded = NamedSharding(mesh, PartitionSpec("batch"))
 
     def place(tree):
         return jax.device_put(tree, replicated)
 
-    def constrain(batch):
-        return jax.lax.with_sharding_constraint(batch, sharded)
-
-    return place, constrain
+    return place, NamedSharding(mesh, PartitionSpec("batch"))
