@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -454,3 +455,70 @@ def test_loss_with_a_key_gets_a_fresh_one_each_step(getkey):
     expected = [jr.key_data(jr.fold_in(jr.fold_in(noise_key, s), 0)) for s in range(3)]
     assert len(seen) == 3
     assert all(np.array_equal(a, b) for a, b in zip(seen, expected))
+
+
+MANY_HOSTS = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "many":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        f"localhost:{sys.argv[4]}", num_processes=2, process_id=int(sys.argv[3])
+    )
+import equinox as eqx, jax.numpy as jnp, jax.random as jr, numpy as np, optax
+import neuralde as nde
+
+assert len(jax.devices()) == 4
+assert len(jax.local_devices()) == (2 if mode == "many" else 4)
+x = jr.normal(jr.PRNGKey(0), (128, 3))
+y = jnp.sin(x @ jnp.array([1.0, -2.0, 0.5]))[:, None]
+model = eqx.nn.MLP(3, 1, 16, 2, key=jr.PRNGKey(1))
+loss = lambda m, x, y: jnp.mean((jax.vmap(m)(x) - y) ** 2)
+model, history = nde.train.fit(
+    model, loss, (x, y), optax.adam(1e-2), key=jr.PRNGKey(2), steps=30,
+    batch_size=32, eval_every=10, eval_data=(x, y), devices=jax.devices(),
+    progress=False,
+)
+leaves = [
+    a if a.is_fully_addressable else a.addressable_data(0)
+    for a in jax.tree.leaves(eqx.filter(model, eqx.is_array))
+]
+np.save(out, np.concatenate([np.ravel(np.asarray(a)) for a in leaves]))
+print("ok")
+"""
+
+
+def test_two_processes_train_the_model_of_one(tmp_path):
+    """`jax.distributed` as the docs promise: 2 processes x 2 CPU devices, with gloo
+    collectives on localhost, train the model of 1 process x 4 devices."""
+    script = tmp_path / "hosts.py"
+    script.write_text(MANY_HOSTS)
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+
+    def start(devices, *args):
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        }
+        return subprocess.Popen(
+            [sys.executable, str(script), *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    one = start(4, "one", str(tmp_path / "one.npy"))
+    hosts = [
+        start(2, "many", str(tmp_path / f"host{i}.npy"), str(i), port) for i in (0, 1)
+    ]
+    for p in (one, *hosts):
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip().endswith("ok"), out[-3000:]
+    reference = np.load(tmp_path / "one.npy")
+    for i in (0, 1):
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"host{i}.npy"), reference, rtol=0, atol=1e-12
+        )
