@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ._bench import _report, _torch
 from ._bench._measure import MemoryPool
-from ._bench._problem import dtype_note, Point, Problem
+from ._bench._problem import dtype_note, Point, Problem, skip_reason
 from ._bench._registry import (
     ADAPTIVE,
     batching_name,
@@ -435,6 +435,11 @@ def configure(
     ).items():
         if value is not None:
             settings[name] = value
+    # No torchdiffeq stage where torch cannot run: the report says why instead.
+    settings["torch_note"] = None
+    if settings["torch"] and (missing := _torch.unavailable()) is not None:
+        settings["torch"] = False
+        settings["torch_note"] = f"torchdiffeq was not compared: {missing}"
     settings["layers"] = positive_int(settings["layers"], "layers")
     settings["repeats"] = positive_int(settings["repeats"], "repeats")
     if settings["torch_threads"] is not None:
@@ -448,6 +453,13 @@ def configure(
     positive_int(max_steps, "max_steps")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    reasons = [skip_reason(p, rtol=rtol) for p in points]
+    if all(reasons):
+        raise ValueError(
+            "Every point of this grid would be skipped, so there is nothing to "
+            f"measure: {'; '.join(dict.fromkeys(reasons))}. Change the axes "
+            "(`--fields`, `--solvers`, `--gradients`, `--steps`)."
+        )
     return dict(
         preset=preset,
         **settings,

@@ -130,6 +130,12 @@ def _study_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        help="trainings of each network, for the mean and spread over seeds "
+        "(default 3; --quick: 1)",
+    )
+    p.add_argument(
         "--out",
         default="study-results",
         help="output directory (default: study-results)",
@@ -164,7 +170,7 @@ def _steps(text: str) -> int | str:
 
 
 def _bench_parser(sub) -> argparse.ArgumentParser:
-    from .bench import PRESETS
+    from .bench import ATOL, PRESETS, RTOL
 
     p = sub.add_parser(
         "bench",
@@ -195,21 +201,21 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         nargs="+",
         type=_checked(field_name),
         metavar="NAME",
-        help=f"any of {', '.join(FIELDS)}",
+        help=f"any of {', '.join(FIELDS)} {_preset_default('fields')}",
     )
     p.add_argument(
         "--solvers",
         nargs="+",
         type=_checked(solver_name),
         metavar="NAME",
-        help=f"any of {', '.join(SOLVER_NAMES)}",
+        help=f"any of {', '.join(SOLVER_NAMES)} {_preset_default('solvers')}",
     )
     p.add_argument(
         "--gradients",
         nargs="+",
         type=_checked(gradient_name),
         metavar="NAME",
-        help=f"any of {', '.join(GRADIENT_NAMES)}",
+        help=f"any of {', '.join(GRADIENT_NAMES)} {_preset_default('gradients')}",
     )
     p.add_argument(
         "--batchings",
@@ -217,54 +223,77 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         type=_checked(batching_name),
         metavar="NAME",
         help=f"any of {', '.join(BATCHINGS)}: jax.vmap over a solve of one example, "
-        "or the batch passed to solve",
+        f"or the batch passed to solve {_preset_default('batchings')}",
     )
     p.add_argument(
         "--steps",
         nargs="+",
         type=_steps,
         metavar="N",
-        help=f"numbers of equal steps, or {ADAPTIVE!r} (tsit5, dopri5)",
+        help=f"numbers of equal steps, or {ADAPTIVE!r} (tsit5, dopri5) "
+        f"{_preset_default('steps')}",
     )
-    p.add_argument("--batch", nargs="+", type=_positive_int, metavar="N")
+    p.add_argument(
+        "--batch",
+        nargs="+",
+        type=_positive_int,
+        metavar="N",
+        help=f"examples per solve {_preset_default('batch')}",
+    )
     p.add_argument(
         "--width",
         nargs="+",
         type=_positive_int,
         metavar="N",
         help="state sizes (channels of the convolutional fields, features per node "
-        "of the graph fields)",
+        f"of the graph fields) {_preset_default('width')}",
     )
     p.add_argument(
         "--dtypes",
         nargs="+",
         type=_checked(dtype_name),
         metavar="NAME",
-        help=f"any of {', '.join(DTYPES)}; one the backend cannot run is skipped",
+        help=f"any of {', '.join(DTYPES)}; one the backend cannot run is skipped "
+        f"{_preset_default('dtypes')}",
     )
-    p.add_argument("--layers", type=_positive_int, help="layers of every field")
     p.add_argument(
-        "--repeats", type=_positive_int, help="timed repeats per function, at most"
+        "--layers",
+        type=_positive_int,
+        help=f"layers of every field {_preset_default('layers')}",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        help=f"timed repeats per function, at most {_preset_default('repeats')}",
     )
     p.add_argument(
         "--budget",
         type=_positive_float,
-        help="seconds of timed repeats per problem, roughly (at least 3 repeats)",
+        help="seconds of timed repeats per problem, roughly (at least 3 repeats) "
+        f"{_preset_default('budget')}",
     )
-    p.add_argument("--rtol", type=_positive_float, help="of adaptive solves")
-    p.add_argument("--atol", type=_positive_float, help="of adaptive solves")
+    p.add_argument(
+        "--rtol", type=_positive_float, help=f"of adaptive solves (default {RTOL:g})"
+    )
+    p.add_argument(
+        "--atol", type=_positive_float, help=f"of adaptive solves (default {ATOL:g})"
+    )
     p.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
-        help="measure peak memory in a fresh process per row (default: on)",
+        help="measure peak memory in a fresh process per row "
+        f"{_preset_default('memory')}",
     )
     p.add_argument(
         "--torch",
         action=argparse.BooleanOptionalAction,
-        help="compare with torchdiffeq where installed (default: on)",
+        help=f"compare with torchdiffeq where installed {_preset_default('torch')}",
     )
     p.add_argument(
-        "--torch-threads", type=_positive_int, metavar="N", help="torch's threads"
+        "--torch-threads",
+        type=_positive_int,
+        metavar="N",
+        help=f"torch's threads {_preset_default('torch_threads')}",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
@@ -279,6 +308,21 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     return p
+
+
+def _preset_default(name: str) -> str:
+    """`(default: the preset's; quick: ...)`, the quick preset's value of an axis or
+    setting."""
+    from .bench import PRESETS
+
+    quick = PRESETS["quick"]
+    if name in quick["settings"]:
+        values = [quick["settings"][name]]
+    else:
+        values = [quick["axes"].get(name)] + [b.get(name) for b in quick["blocks"]]
+        values = [v for v in values if v is not None]
+        values = list(dict.fromkeys(x for v in values for x in v))
+    return f"(default: the preset's; quick: {', '.join(map(str, values))})"
 
 
 def _positive_float(text: str) -> float:

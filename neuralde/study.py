@@ -1,6 +1,7 @@
 """The stability study: train several architectures at several depths on one
 problem, measure them, and write a report."""
 
+import functools
 import importlib.metadata
 import re
 import time
@@ -11,18 +12,21 @@ import equinox as eqx
 import jax
 import jax.random as jr
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from ._io import jsonable, write_json
 from ._study._experiments import do_vs_od, example_2d
+from ._study._measure import loss_fn, measure
 from ._study._models import architecture_name, ARCHITECTURES, Classifier
 from ._study._problems import make_problem, problem_name
 from ._study._report import prepare_output, write_report
-from ._study._train import measure, train
+from .train import fit
 
 
 DEPTHS = (4, 16, 64, 256)
 EPOCHS = 60
+SEEDS = 3
 DO_OD_STEPS = (4, 8, 16, 32, 64, 128, 256)
 # --quick: two architectures, two depths, two epochs, two step counts.
 QUICK = dict(
@@ -51,6 +55,7 @@ def study(
     lr: float | Mapping[str, float] = 0.02,
     t1: float | Mapping[str, float] | None = None,
     seed: int = 0,
+    seeds: int | None = None,
     out: str = "study-results",
     force: bool = False,
     quick: bool = False,
@@ -90,6 +95,10 @@ def study(
         final time (the others keep theirs). Default 4.0, and 2.0 for `Parabolic`, whose
         contracting flow over $[0, 4]$ often collapsed every point to one state.
     - `seed`: seeds the data, the initialisation and the minibatches.
+    - `seeds`: how many times to train each (architecture, depth), with the
+        initialisations and minibatch orders of `seeds` keys (the data stay those
+        of `seed`). The report gives the mean and standard deviation over them.
+        Default 3 (`quick`: 1).
     - `out`: the output directory. It receives `report.md`, `results.json` (also
         rewritten after every run, so that an interrupted study keeps what it
         measured) and the figures `accuracy.png`, `gradient_norms.png`,
@@ -116,6 +125,7 @@ def study(
         lr=lr,
         t1=t1,
         seed=seed,
+        seeds=seeds,
         quick=quick,
     )
     out = prepare_output(out, force)
@@ -131,39 +141,50 @@ def study(
             )
             for a in archs
         },
+        classes=data.classes,
         runs=[],
         complete=False,
     )
     key = jr.PRNGKey(seed)
     eigenvalues = {}
-    total = len(archs) * len(depths) * (epochs + 1) + 1 + len(do_od)
-    with tqdm(total=total, disable=not progress, unit="task", leave=True) as bar:
-        for a in archs:
-            for depth in depths:
-                bar.set_description(f"{a} depth {depth}")
-                # A run's key depends on its architecture and depth only, not on the
-                # other runs of the study.
-                run_key = jr.fold_in(jr.fold_in(key, zlib.crc32(a.encode())), depth)
-                record, eigs = _run(
-                    a,
-                    depth,
-                    config["steps"] or depth,
-                    t1s[a],
-                    lrs[a],
-                    epochs,
-                    data,
-                    run_key,
-                    bar,
-                )
-                results["runs"].append(record)
-                eigenvalues[(a, depth)] = eigs
-                write_json(out / "results.json", results)
+    # The bar counts network steps (each run's steps times its epochs), so that its
+    # estimate of the time left weighs a deep network as the work it is; the side
+    # experiments count as one run of the deepest network each.
+    work = {d: (config["steps"] or d) * epochs for d in depths}
+    runs = [(a, d, i) for a in archs for d in depths for i in range(config["seeds"])]
+    total = sum(work[d] for _, d, _ in runs) + 2 * max(work.values())
+    bar_format = "{l_bar}{bar}| {elapsed}<{remaining}{postfix}"
+    with tqdm(total=total, disable=not progress, bar_format=bar_format) as bar:
+        for a, depth, i in runs:
+            bar.set_description(f"{a} depth {depth} seed {i + 1}/{config['seeds']}")
+            # A run's key depends on its architecture, depth and seed index only,
+            # not on the other runs of the study.
+            run_key = jr.fold_in(key, zlib.crc32(a.encode()))
+            run_key = jr.fold_in(jr.fold_in(run_key, depth), i)
+            record, eigs = _run(
+                a,
+                depth,
+                config["steps"] or depth,
+                t1s[a],
+                lrs[a],
+                epochs,
+                data,
+                run_key,
+                bar,
+            )
+            record["seed"] = i
+            bar.update(work[depth])
+            results["runs"].append(record)
+            eigenvalues.setdefault((a, depth), []).append(eigs)
+            write_json(out / "results.json", results)
+        bar.set_postfix_str("")
         # The side experiments fold in 1000 and 1001 (the runs, a CRC-32 of a name).
         bar.set_description("2-D example")
         example = example_2d(grid=s["grid"], key=jr.fold_in(key, 1000))
-        bar.update(1)
+        bar.update(max(work.values()))
         bar.set_description("DO vs OD")
-        dood = do_vs_od(do_od, key=jr.fold_in(key, 1001), on_step=lambda: bar.update(1))
+        dood = do_vs_od(do_od, key=jr.fold_in(key, 1001))
+        bar.update(max(work.values()))
     results["example_2d"] = {
         k: {n: v for n, v in e.items() if n != "trajectories"}
         for k, e in example.items()
@@ -176,7 +197,7 @@ def study(
 
 
 def configure(
-    *, problem, architectures, depths, steps, epochs, lr, t1, seed, quick
+    *, problem, architectures, depths, steps, epochs, lr, t1, seed, quick, seeds=None
 ) -> dict:
     """The validated settings of a study (see `study`), with the defaults and the
     `quick` choices filled in. Raises `ValueError` for bad arguments; does no work."""
@@ -195,6 +216,9 @@ def configure(
         epochs = QUICK["epochs"] if quick else EPOCHS
     _check_int(epochs, "epochs")
     _check_int(seed, "seed", minimum=0)
+    if seeds is None:
+        seeds = 1 if quick else SEEDS
+    _check_int(seeds, "seeds")
     if steps is not None:
         _check_int(steps, "steps")
         if any(steps % d for d in depths):
@@ -214,6 +238,7 @@ def configure(
         lr=lrs,
         t1=t1s,
         seed=seed,
+        seeds=seeds,
         quick=quick,
         do_od_steps=list(QUICK["do_od"] if quick else DO_OD_STEPS),
         **SETTINGS,
@@ -240,26 +265,25 @@ def _run(name, depth, steps, t1, lr, epochs, data, key, bar):
     )
 
     history = []  # filled as training goes, so that it survives an error
+    per_epoch = data.x_train.shape[0] // s["batch_size"]
 
-    def on_epoch(epoch, loss):
-        history.append(loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3g}")
+    def on_epoch(h):
+        history[:] = h["train_loss"]
+        bar.set_postfix_str(f"epoch {len(history)}/{epochs}, loss {history[-1]:.3g}")
 
     diverged, message, eigenvalues = None, None, None
     try:
-        model, _, diverged = train(
+        model, _ = fit(
             model,
-            data.x_train,
-            data.y_train,
+            loss_fn,
+            (data.x_train, data.y_train),
+            _optimiser(lr, epochs * per_epoch),
+            key=tkey,
             epochs=epochs,
             batch_size=s["batch_size"],
-            lr=lr,
-            key=tkey,
-            on_epoch=on_epoch,
+            progress=False,
+            callback=on_epoch,
         )
-        if diverged is not None:
-            message = f"the mean loss of epoch {diverged} is {history[-1]}"
     except (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError) as e:
         message = _nonfinite(e)
         diverged = len(history) + 1
@@ -281,7 +305,6 @@ def _run(name, depth, steps, t1, lr, epochs, data, key, bar):
         except (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError) as e:
             message = f"while measuring the trained network: {_nonfinite(e)}"
             diverged = epochs
-    bar.update(epochs + 1 - len(history))
     record.update(
         status="ok" if diverged is None else "diverged",
         diverged_at=diverged,
@@ -309,10 +332,21 @@ def _run(name, depth, steps, t1, lr, epochs, data, key, bar):
     return record, eigenvalues
 
 
+@functools.cache
+def _optimiser(lr: float, steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine-decayed learning rate (to 5% of `lr`) over `steps`: one
+    object for each setting, so that `fit` reuses its compiled step."""
+    return optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
+
+
 def _nonfinite(error: Exception) -> str:
-    """The message of a non-finite state raised by `neuralde.solve`; other errors
-    propagate."""
-    found = re.search(r"neuralde: the state became non-finite[^\n]*", str(error))
+    """The message of a non-finite training loss raised by `fit`, or of a non-finite
+    state raised by `neuralde.solve`; other errors propagate."""
+    found = re.search(
+        r"neuralde: the state became non-finite[^\n]*|The training loss is not "
+        r"finite",
+        str(error),
+    )
     if found is None:
         raise error
     return found.group(0)

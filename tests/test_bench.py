@@ -264,9 +264,34 @@ def test_refuses_a_non_empty_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_a_grid_of_skipped_points_is_refused(capsys):
+    with pytest.raises(ValueError, match="Every point of this grid would be skipped"):
+        configure(steps=["adaptive"], solvers=["euler"])
+    with pytest.raises(SystemExit) as exit:
+        main(["bench", "--steps", "adaptive", "--solvers", "euler"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "euler has no error estimate: adaptive steps need tsit5 or dopri5" in err
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--batch N [N ...] examples per solve (default: the preset's; quick: 64)"
+        in (text)
+    )
+    assert "(default: the preset's; quick: 16, 64, 256)" in text
+
+
 def test_presets_expand_to_their_grids():
     quick = configure(preset="quick")
-    assert len(quick["points"]) == 9 and quick["memory"] and quick["torch"]
+    assert len(quick["points"]) == 9 and quick["memory"]
+    # torchdiffeq is compared where it can run; elsewhere the report says why.
+    assert quick["torch"] == (_torch.unavailable() is None)
+    if not quick["torch"]:
+        assert quick["torch_note"].startswith("torchdiffeq was not compared: not ")
     assert {p.problem.steps for p in quick["points"]} == {16, 64, 256}
     # An explicit axis replaces that axis in every block of the preset.
     narrowed = configure(preset="quick", steps=[8], fields="hamiltonian")
@@ -296,17 +321,17 @@ def test_cli_parses_into_bench(monkeypatch, tmp_path, capsys):
 
     def fake_bench(**kwargs):
         got.update(kwargs)
-        return dict(rows=[], problems=[])
+        return dict(config=dict(torch_note=None), rows=[], problems=[])
 
     monkeypatch.setattr("neuralde.bench.bench", fake_bench)
     out = tmp_path / "out"
-    args = ["bench", "--preset", "paper", "--fields", "mlp", "GRAND", "--steps"]
+    args = ["bench", "--preset", "paper", "--fields", "mlp", "Hamiltonian", "--steps"]
     args += ["16", "adaptive", "--gradients", "reversible", "--dtypes", "bfloat16"]
     args += ["--batch", "4", "--width", "8", "--no-memory", "--budget", "0.5"]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
     assert got == dict(
         preset="paper",
-        fields=["MLP", "GRAND"],
+        fields=["MLP", "Hamiltonian"],
         steps=[16, "adaptive"],
         gradients=["reversible"],
         dtypes=["bfloat16"],

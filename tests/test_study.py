@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 import neuralde as nde
-from neuralde._study import _train
 from neuralde._study._experiments import EXAMPLE_WEIGHTS
-from neuralde._study._models import ARCHITECTURES, Classifier
 from neuralde._study._problems import make_problem
 from neuralde.cli import main
 
@@ -214,34 +212,26 @@ def test_problems_are_seeded():
         assert np.all(np.abs(p.x_train) < 1.2)
 
 
-def test_training_compiles_one_epoch_once(monkeypatch):
-    traces = []
+def test_the_study_trains_through_fit_and_compiles_a_network_once():
+    """A second training of one architecture and depth (another seed) reuses fit's
+    compiled step."""
+    from neuralde import study as study_module
+    from neuralde.train import _fit
 
-    def counting_loss(*args):
-        traces.append(None)
-        return loss_fn(*args)
+    data = make_problem("ellipses", train=64, test=32, seed=0)
+    records = []
+    for seed in (0, 1):
+        before = _fit._TRACES["train_step"]
+        record, _ = study_module._run(
+            "Hyperbolic", 3, 3, 1.0, 1e-2, 2, data, jr.PRNGKey(seed), _NoBar()
+        )
+        records.append((record, _fit._TRACES["train_step"] - before))
+    (first, first_traces), (second, second_traces) = records
+    assert first["status"] == second["status"] == "ok"
+    assert len(first["loss"]) == 2 and first["loss"] != second["loss"]
+    assert (first_traces, second_traces) == (1, 0)
 
-    loss_fn = _train.loss_fn
-    monkeypatch.setattr(_train, "loss_fn", counting_loss)
-    data = make_problem("ellipses", train=64, test=8, seed=0)
-    model = Classifier(
-        ARCHITECTURES["Hyperbolic"],
-        dim=2,
-        width=3,
-        layers=3,
-        steps=3,
-        t1=1.0,
-        classes=2,
-        key=jr.PRNGKey(0),
-    )
-    _, history, diverged = _train.train(
-        model,
-        data.x_train,
-        data.y_train,
-        epochs=3,
-        batch_size=16,
-        lr=1e-2,
-        key=jr.PRNGKey(1),
-    )
-    assert diverged is None and len(history) == 3
-    assert len(traces) == 1
+
+class _NoBar:
+    def set_postfix_str(self, text):
+        pass

@@ -219,6 +219,8 @@ def summary(results: dict) -> str:
     torch = torch_table(results["problems"])
     if torch:
         parts += ["torchdiffeq, forward + gradient:", torch]
+    if results["config"].get("torch_note"):
+        parts.append(results["config"]["torch_note"] + ".")
     notes = notes_list(results["rows"])
     if notes:
         parts += ["Notes:", notes]
@@ -258,6 +260,8 @@ def markdown(results: dict) -> str:
             "faster.",
             torch,
         ]
+    if config.get("torch_note"):
+        parts += ["## torchdiffeq", config["torch_note"] + "."]
     notes = notes_list(rows)
     if notes:
         parts += ["## Notes", notes]
@@ -356,12 +360,11 @@ def time_figure(rows: list[dict]) -> bytes:
 
 
 def memory_figure(rows: list[dict]) -> bytes:
+    # Not the peak RSS of the table: the whole process's, it is JAX's baseline of
+    # hundreds of MiB plus the solve's tens, so its curves show the noise of the
+    # baseline, not the solve.
     panels = [
         ("XLA temp buffers of forward + gradient, MiB", _temp),
-        (
-            "peak RSS (fresh process), MiB",
-            lambda r: (r.get("peak_memory") or {}).get("rss_bytes"),
-        ),
         (
             "peak device memory, MiB",
             lambda r: (r.get("peak_memory") or {}).get("device_bytes"),

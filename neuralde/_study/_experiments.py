@@ -90,9 +90,7 @@ def _gradients(field, y0, steps):
     return grad("discretize"), grad("adjoint")
 
 
-def do_vs_od(
-    steps: tuple[int, ...], *, key: PRNGKeyArray, on_step=lambda: None
-) -> dict:
+def do_vs_od(steps: tuple[int, ...], *, key: PRNGKeyArray) -> dict:
     """Relative error $\\|g_\\text{adjoint} - g_\\text{discretize}\\| /
     \\|g_\\text{discretize}\\|$ of the parameter gradient against the number of `rk4`
     steps, for a stable and an unstable field: the 2-D example's contracting and
@@ -102,7 +100,7 @@ def do_vs_od(
     float32's round-off. Both fields are constant in time (`layers=1`), so that RK4
     stages never straddle a layer boundary and keep their fourth order
     (docs/concepts.md); being of one structure, they share one compilation per step
-    count. `on_step()` is called after each step count.
+    count.
     """
     with jax.enable_x64(True):
         dtype = jnp.float64
@@ -117,5 +115,4 @@ def do_vs_od(
                 g_do, g_od = _gradients(field, y0, n)
                 err = jnp.linalg.norm(g_od - g_do) / jnp.linalg.norm(g_do)
                 errors[name].append(float(err))
-            on_step()
     return dict(steps=list(steps), solver="rk4", relative_error=errors)

@@ -1,7 +1,4 @@
-"""Training (Adam, minibatches, one jitted `lax.scan` per epoch) and the measurements
-of a trained classifier."""
-
-from collections.abc import Callable
+"""The study's loss, and the measurements of a trained classifier."""
 
 import equinox as eqx
 import jax
@@ -9,7 +6,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import stability
 from ._models import Classifier
@@ -18,69 +15,6 @@ from ._models import Classifier
 def loss_fn(model: Classifier, x, labels) -> Float[Array, ""]:
     logits = jax.vmap(model)(x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-@eqx.filter_jit
-def train_epoch(
-    model: Classifier,
-    opt_state,
-    x: Float[Array, "n 2"],
-    labels: Int[Array, " n"],
-    batches: Int[Array, "batches size"],
-    optimiser: optax.GradientTransformation,
-):
-    """One pass over the minibatches `batches` (rows of indices). Returns the model,
-    the optimiser state and the loss of every minibatch."""
-
-    def step(carry, idx):
-        model, opt_state = carry
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x[idx], labels[idx])
-        params = eqx.filter(model, eqx.is_array)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return (eqx.apply_updates(model, updates), opt_state), loss
-
-    (model, opt_state), losses = jax.lax.scan(step, (model, opt_state), batches)
-    return model, opt_state, losses
-
-
-def train(
-    model: Classifier,
-    x: np.ndarray,
-    labels: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    key: PRNGKeyArray,
-    on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
-) -> tuple[Classifier, list[float], int | None]:
-    """Adam with a cosine-decayed learning rate (to 5% of `lr`) over `epochs` passes.
-
-    Returns the model, the mean loss of each epoch run, and the epoch (from 1) whose
-    loss was not finite, `None` if none was. Training stops at that epoch. A solve
-    whose state became non-finite raises (`neuralde.solve`); the caller treats that
-    as divergence too.
-    """
-    n = x.shape[0]
-    per_epoch = n // batch_size
-    schedule = optax.cosine_decay_schedule(lr, epochs * per_epoch, alpha=0.05)
-    optimiser = optax.adam(schedule)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
-    x, labels = jnp.asarray(x), jnp.asarray(labels)
-    history = []
-    for epoch in range(1, epochs + 1):
-        key, pkey = jr.split(key)
-        batches = jr.permutation(pkey, n)[: per_epoch * batch_size]
-        batches = batches.reshape(per_epoch, batch_size)
-        model, opt_state, losses = train_epoch(
-            model, opt_state, x, labels, batches, optimiser
-        )
-        loss = float(jnp.mean(losses))
-        history.append(loss)
-        on_epoch(epoch, loss)
-        if not np.isfinite(loss):
-            return model, history, epoch
-    return model, history, None
 
 
 def _accuracy(model, x, labels):
