@@ -1,26 +1,81 @@
-"""What the experiment scripts share: their output directory, a record of the
-environment, and files written atomically (a temporary file in the same directory,
-then `os.replace`), so that a reader never sees half a file."""
+"""What the experiment scripts share: their command-line options and output
+directory, a record of the environment, and files written atomically (neuralde's
+own writer), so that a reader never sees half a file.
 
+Every script takes `--quick` (a smoke run), `--out DIR` and `--force`, and
+`--publish`. By default it writes to `experiments/runs/<script>/`, which git
+ignores, and refuses a directory that is not empty unless `--force`. Only
+`--publish` writes the committed results, `experiments/results/<script>/`, from
+which the documentation's Examples page is built.
+"""
+
+import argparse
 import importlib.metadata
 import io
-import json
-import math
 import os
 import pathlib
 import platform
-import uuid
 
 import jax
-import numpy as np
+
+from neuralde._io import check_output, write_atomic, write_json  # noqa: F401
 
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+EXPERIMENTS = pathlib.Path(__file__).parent
+RESULTS = EXPERIMENTS / "results"  # committed
+RUNS = EXPERIMENTS / "runs"  # git-ignored
 
 
-def default_out(script: str) -> pathlib.Path:
-    """`experiments/results/<script name without .py>/`."""
-    return RESULTS / pathlib.Path(script).stem
+def arguments(doc: str, *, quick: str) -> argparse.ArgumentParser:
+    """An argument parser described by the first paragraph of the script's
+    docstring, with the options every experiment takes."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="output directory (default: experiments/runs/<script>/); one that is "
+        "not empty is refused unless --force",
+    )
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="replace the committed results, experiments/results/<script>/ (a full "
+        "run: not with --quick or --out)",
+    )
+    return p
+
+
+def output(args: argparse.Namespace, script: str, p: argparse.ArgumentParser):
+    """The output directory of a run, checked and created (see the module's
+    docstring). Errors exit through `p.error`, before any work."""
+    name = pathlib.Path(script).stem
+    if args.publish:
+        if args.quick or args.out is not None:
+            p.error(
+                "--publish writes the committed results of a full run: drop "
+                "--quick and --out."
+            )
+        out, force = RESULTS / name, True
+    else:
+        out, force = (args.out or RUNS / name), args.force
+    try:
+        out = check_output(out, force, what=f"the results of {name}")
+    except FileExistsError as e:
+        p.error(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def command(script: str, args: argparse.Namespace) -> str:
+    """The command that reproduces a run, for its results."""
+    flags = " --quick" if args.quick else ""
+    return f"python experiments/{pathlib.Path(script).name}{flags}"
 
 
 def environment() -> dict:
@@ -42,50 +97,12 @@ def environment() -> dict:
     )
 
 
-def write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_text(path: pathlib.Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def jsonable(value):
-    """`value` with NumPy and JAX scalars and arrays as Python numbers and lists, and
-    non-finite floats as `None` (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, jax.Array):
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: pathlib.Path, results: dict) -> None:
-    text = json.dumps(jsonable(results), indent=1, allow_nan=False)
-    write_text(path, text + "\n")
+    write_atomic(pathlib.Path(path), text.encode())
 
 
 def save_figure(fig, path: pathlib.Path, **kwargs) -> None:
     """Save a matplotlib figure as PNG, atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **kwargs)
-    write_bytes(path, buffer.getvalue())
+    write_atomic(pathlib.Path(path), buffer.getvalue())

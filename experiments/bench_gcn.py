@@ -22,28 +22,35 @@ Rows:
 Times are medians over `--repeats` calls after compilation; methods in one row are
 timed interleaved, so their ratio is robust to the machine's load.
 
-    python experiments/bench_gcn.py          # ~1-2 min on 2 CPU cores
+    python experiments/bench_gcn.py            # ~1-2 min on 2 CPU cores
+    python experiments/bench_gcn.py --quick    # smoke test, seconds
 
-Results go to `experiments/results/bench_gcn.json` and `.md`, or to `--out`.
+Results: `results.json`, `results.md` and `scaling.png` in `--out` (default
+`experiments/runs/bench_gcn/`; `--publish` replaces the committed ones in
+`experiments/results/bench_gcn/`).
 """
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import matplotlib
+import matplotlib.ticker
 import numpy as np
+from _common import arguments, environment, output, save_figure, write_json, write_text
 
 import neuralde as nde
 
 
 FEATURES = 16
-RESULTS = Path(__file__).parent / "results"
+# (nodes, directed edges) of the dense comparison, and of the edge-list scaling rows.
+FULL = dict(
+    dense=(5_000, 50_000), nodes=100_000, edges=(125_000, 250_000, 500_000, 1_000_000)
+)
+QUICK = dict(dense=(500, 5_000), nodes=10_000, edges=(12_500, 25_000, 50_000))
 
 
 def random_graph(num_nodes: int, num_edges: int, seed: int) -> nde.nn.Graph:
@@ -102,16 +109,17 @@ def measure(methods: dict, repeats: int) -> dict[str, dict]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__, quick="graphs ten times smaller")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args(argv)
+    out = output(options, __file__, parser)
+    cfg = QUICK if options.quick else FULL
     key = jr.PRNGKey(0)
     layer = nde.nn.GCN(FEATURES, FEATURES, dtype=jnp.float32, key=key)
     edges_fn, dense_fn = both(loss_edges), both(loss_dense)
     rows = []
 
-    g = random_graph(5_000, 50_000, seed=0)
+    g = random_graph(*cfg["dense"], seed=0)
     x = jr.normal(jr.PRNGKey(1), (g.num_nodes, FEATURES), jnp.float32)
     a_hat = jax.jit(jax.vmap(g.gcn, in_axes=1, out_axes=1))(
         jnp.eye(g.num_nodes, dtype=jnp.float32)
@@ -125,8 +133,8 @@ def main(argv=None):
     rows.append({"nodes": g.num_nodes, "num_edges": g.num_edges, **result})
     del a_hat
 
-    for num_edges in (125_000, 250_000, 500_000, 1_000_000):
-        g = random_graph(100_000, num_edges, seed=num_edges)
+    for num_edges in cfg["edges"]:
+        g = random_graph(cfg["nodes"], num_edges, seed=num_edges)
         x = jr.normal(jr.PRNGKey(2), (g.num_nodes, FEATURES), jnp.float32)
         result = measure({"edges": (edges_fn, (layer, x, g))}, options.repeats)
         rows.append({"nodes": g.num_nodes, "num_edges": g.num_edges, **result})
@@ -141,25 +149,45 @@ def main(argv=None):
         d = row.get("dense", {}).get("median_ms")
         per_edge = 1e6 * e / row["num_edges"]
         dense = f"{d:.1f} | {d / e:.1f}x" if d is not None else "- | -"
-        lines.append(
-            f"| {row['nodes']} | {row['num_edges']} | {e:.1f} | {dense} | {per_edge:.1f} |"
-        )
-    dense_100k_gb = 100_000**2 * 4 / 1e9
+        size = f"| {row['nodes']} | {row['num_edges']}"
+        lines.append(f"{size} | {e:.1f} | {dense} | {per_edge:.1f} |")
+    dense_gb = cfg["nodes"] ** 2 * 4 / 1e9
     lines.append(
-        f"\nA dense Â at 100 000 nodes would need {dense_100k_gb:.0f} GB in float32."
+        f"\nA dense Â at {cfg['nodes']} nodes would need {dense_gb:.3g} GB in float32."
     )
     table = "\n".join(lines)
     print(table)
-    options.out.mkdir(parents=True, exist_ok=True)
     info = {
-        "jax": jax.__version__,
-        "device": jax.devices()[0].device_kind,
+        "config": cfg,
+        "environment": environment(),
         "features": FEATURES,
         "repeats": options.repeats,
         "rows": rows,
     }
-    (options.out / "bench_gcn.json").write_text(json.dumps(info, indent=2))
-    (options.out / "bench_gcn.md").write_text(table + "\n")
+    write_json(out / "results.json", info)
+    write_text(out / "results.md", table + "\n")
+    save_figure(scaling_figure(rows, cfg["nodes"]), out / "scaling.png", dpi=110)
+
+
+def scaling_figure(rows, nodes):
+    """Time of the edge-list layer against the number of edges, at `nodes` nodes,
+    with the line of linear scaling through the first point."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    scaling = [r for r in rows if r["nodes"] == nodes]
+    edges = np.array([r["num_edges"] for r in scaling], float)
+    ms = np.array([r["edges"]["median_ms"] for r in scaling])
+    ax.loglog(edges, ms, "o-", label=f"edge list, {nodes} nodes")
+    ax.loglog(edges, ms[0] * edges / edges[0], "k--", lw=1, label="linear in edges")
+    ax.set_xticks(edges, [f"{e:,.0f}" for e in edges])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("directed edges")
+    ax.set_ylabel("forward + gradient, median ms")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return fig
 
 
 if __name__ == "__main__":

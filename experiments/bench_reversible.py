@@ -3,9 +3,8 @@
 Problem (Chang et al. 2018): a `Hamiltonian` field with streams of 64 and a square
 64 x 64 operator, 8 parameter layers, symplectic Euler, a batch of 256, float32,
 forward + gradient of a mean-square loss with respect to all parameters, at 100,
-1 000 and 10 000 steps. Modes: `"reversible"` and `"checkpoint"` as one
-`solve(..., batched=True)` call, `"discretize"` under `jax.vmap`. (`"adjoint"` does
-not apply: diffrax's backsolve refuses the two-term symplectic solver.)
+1 000 and 10 000 steps. Modes: `"discretize"`, `"checkpoint"` and `"reversible"`,
+each one `solve` of the whole batch.
 
 Time: medians over repeats after compilation, all modes of one step count
 interleaved in one process. Memory: XLA's compiled `memory_analysis()` (the
@@ -13,24 +12,27 @@ temporary buffers of the gradient), and the peak resident set size of one forwar
 gradient in a process of its own. Everything is measured by `neuralde.bench`, the
 runner behind `neuralde bench`.
 
-Run from the repository root (10-15 minutes on 2 CPU cores):
+Run from the repository root:
 
-    python experiments/bench_reversible.py
+    python experiments/bench_reversible.py            # 10-15 minutes on 2 CPU cores
+    python experiments/bench_reversible.py --quick    # smoke test, under a minute
 
-Writes `experiments/results/bench_reversible/`: `results.json`, `results.md` and
-the figures `time_vs_steps.png`, `memory_vs_steps.png`.
+Results: `results.json`, `results.md` and the figures `time_vs_steps.png`,
+`memory_vs_steps.png` in `--out` (default `experiments/runs/bench_reversible/`;
+`--publish` replaces the committed ones in `experiments/results/bench_reversible/`).
 """
 
-import pathlib
+from _common import arguments, output
 
 from neuralde.bench import bench, summary
 
 
-OUT = pathlib.Path(__file__).parent / "results" / "bench_reversible"
-
-
-if __name__ == "__main__":
-    results = bench(
+def main(argv=None):
+    parser = arguments(__doc__, quick="10 and 100 steps, few repeats")
+    args = parser.parse_args(argv)
+    out = output(args, __file__, parser)
+    quick = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False)
+    settings = dict(
         fields="Hamiltonian",
         solvers="symplectic_euler",
         gradients=["discretize", "checkpoint", "reversible"],
@@ -40,7 +42,13 @@ if __name__ == "__main__":
         layers=8,
         repeats=7,
         budget=20.0,
-        out=OUT,
-        force=True,
     )
+    if args.quick:
+        settings.update(quick)
+    # `output` has checked the directory.
+    results = bench(**settings, out=out, force=True, progress=False)
     print(summary(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,24 +10,27 @@ faster of a plain scan and one with `jax.checkpoint` around each step; torchdiff
 is timed on the same problem where installed. Everything is measured by
 `neuralde.bench`, the runner behind `neuralde bench`.
 
-Run from the repository root (10-15 minutes on 2 CPU cores):
+Run from the repository root:
 
-    python experiments/bench_solve.py
+    python experiments/bench_solve.py            # 10-15 minutes on 2 CPU cores
+    python experiments/bench_solve.py --quick    # smoke test, under a minute
 
-Writes `experiments/results/bench_solve/`: `results.json`, `results.md` and the
-figures `time_vs_steps.png`, `memory_vs_steps.png`.
+Results: `results.json`, `results.md` and the figures `time_vs_steps.png`,
+`memory_vs_steps.png` in `--out` (default `experiments/runs/bench_solve/`;
+`--publish` replaces the committed ones in `experiments/results/bench_solve/`).
 """
 
-import pathlib
+from _common import arguments, output
 
 from neuralde.bench import bench, summary
 
 
-OUT = pathlib.Path(__file__).parent / "results" / "bench_solve"
-
-
-if __name__ == "__main__":
-    results = bench(
+def main(argv=None):
+    parser = arguments(__doc__, quick="10 and 100 steps, few repeats, no torch")
+    args = parser.parse_args(argv)
+    out = output(args, __file__, parser)
+    quick = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False, torch=False)
+    settings = dict(
         fields="MLP",
         solvers=["euler", "rk4"],
         gradients=["discretize", "checkpoint"],
@@ -38,7 +41,13 @@ if __name__ == "__main__":
         repeats=15,
         budget=20.0,
         torch_threads=1,
-        out=OUT,
-        force=True,
     )
+    if args.quick:
+        settings.update(quick)
+    # `output` has checked the directory.
+    results = bench(**settings, out=out, force=True, progress=False)
     print(summary(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,6 @@ explicit PRNG key.
     python experiments/char_gpt.py --quick    # a tiny smoke test
 """
 
-import argparse
 import math
 import pathlib
 import sys
@@ -52,6 +51,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _common  # noqa: E402
+from _common import arguments, output  # noqa: E402
 
 
 FULL = dict(
@@ -338,9 +338,7 @@ def plot_solvers(results, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration")
-    parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser = arguments(__doc__, quick="a tiny configuration")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompt", default='The "for" statement is used to')
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -352,8 +350,7 @@ def main(argv=None):
     if args.quick:
         # A smoke test is dominated by XLA compilation, which this halves.
         jax.config.update("jax_disable_most_optimizations", True)
-    out = args.out or _common.default_out(__file__)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(args, __file__, parser)
 
     corpus = nde.data.text_corpus()
     data = corpus.sequences(cfg["context"], stride=cfg["stride"])

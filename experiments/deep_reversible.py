@@ -48,12 +48,11 @@ and the 1024-layer network would not train in minutes.
     python experiments/deep_reversible.py --quick    # smoke test, seconds
 
 Results: `results.json`, `memory.png` and `accuracy.png` in `--out` (default
+`experiments/runs/deep_reversible/`; `--publish` replaces the committed ones in
 `experiments/results/deep_reversible/`).
 """
 
-import argparse
 import functools
-import pathlib
 import time
 
 import equinox as eqx
@@ -63,7 +62,7 @@ import jax.random as jr
 import matplotlib
 import numpy as np
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 from jaxtyping import Array, Float
 
 
@@ -127,8 +126,8 @@ class CirculantConv(nde.operators.AbstractOperator):
     shape: tuple[int, int] = eqx.field(static=True)
 
     def __init__(self, conv: nde.operators.Conv):
-        """**Arguments:** `conv`, a periodic `nde.operators.Conv` whose weights and image
-        size are taken over."""
+        """**Arguments:** `conv`, a periodic `nde.operators.Conv` whose weights and
+        image size are taken over."""
         if conv.padding_mode != "CIRCULAR":
             raise ValueError(
                 "CirculantConv is the periodic convolution: build the Conv with "
@@ -156,7 +155,9 @@ class CirculantConv(nde.operators.AbstractOperator):
 
 def conv_operator(channels: int, layers: int, *, key) -> CirculantConv:
     def make(k):
-        return CirculantConv(nde.operators.Conv(channels, channels, 3, shape=IMAGE, key=k))
+        return CirculantConv(
+            nde.operators.Conv(channels, channels, 3, shape=IMAGE, key=k)
+        )
 
     return nde.operators.stack(make, layers=layers, key=key)
 
@@ -430,17 +431,14 @@ def plot_accuracy(rows, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="split, init, batches")
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.quick:
         # A smoke test is dominated by XLA compilation, which this shortens.
         jax.config.update("jax_disable_most_optimizations", True)
-    out = pathlib.Path(args.out) if args.out else default_out(__file__)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(args, __file__, parser)
     start = time.perf_counter()
 
     key = jr.PRNGKey(args.seed)

@@ -32,11 +32,10 @@ validation split of the training set, never on the test set.
     python experiments/digits_pde_cnn.py --quick    # smoke test, seconds
 
 Results: `results.json` and `accuracy.png` in `--out` (default
+`experiments/runs/digits_pde_cnn/`; `--publish` replaces the committed ones in
 `experiments/results/digits_pde_cnn/`).
 """
 
-import argparse
-import pathlib
 import time
 
 import equinox as eqx
@@ -45,7 +44,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import matplotlib
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 from jaxtyping import Array, Float
 
 
@@ -237,17 +236,14 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="split, init, batches")
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.quick:
         # A smoke test is dominated by XLA compilation, which this shortens.
         jax.config.update("jax_disable_most_optimizations", True)
-    out = pathlib.Path(args.out) if args.out else default_out(__file__)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(args, __file__, parser)
     start = time.perf_counter()
 
     data = nde.data.digits(seed=args.seed)

@@ -13,16 +13,14 @@ the medians over all intervals are compared.
 Run:
 
 ```bash
-python experiments/engine_fit.py --out engine-fit       # full: 100 and 1000 steps
-python experiments/engine_fit.py --quick --out /tmp/ef  # a smoke run
+python experiments/engine_fit.py            # full: 100 and 1000 steps
+python experiments/engine_fit.py --quick    # a smoke run
 ```
 
-It writes `results.json`, `summary.md` and `fit_step.png` to `--out` (a new or
-empty directory; `--force` writes into a non-empty one).
+Results: `results.json`, `summary.md` and `fit_step.png` in `--out` (default
+`experiments/runs/engine_fit/`; `--publish` replaces the committed ones in
+`experiments/results/engine_fit/`).
 """
-
-import argparse
-import pathlib
 
 import equinox as eqx
 import jax
@@ -30,7 +28,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from _common import environment, save_figure, write_json, write_text
+from _common import (
+    arguments,
+    environment,
+    output,
+    save_figure,
+    write_json,
+    write_text,
+)
 from matplotlib.figure import Figure
 
 import neuralde as nde
@@ -159,25 +164,18 @@ def figure(results: dict) -> Figure:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run")
-    parser.add_argument("--out", type=pathlib.Path, required=True)
-    parser.add_argument(
-        "--force", action="store_true", help="write into a non-empty --out"
-    )
+    parser = arguments(__doc__, quick="10 steps, a small model, one repeat")
     args = parser.parse_args(argv)
-    if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        parser.error(f"{args.out} is not empty; pass --force to write into it.")
+    out = output(args, __file__, parser)
     cfg = QUICK if args.quick else FULL
     results = run(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
     write_json(
-        args.out / "results.json",
+        out / "results.json",
         dict(config=cfg, environment=environment(), results=results),
     )
     text = summary(results, cfg)
-    write_text(args.out / "summary.md", text)
-    save_figure(figure(results), args.out / "fit_step.png", dpi=120)
+    write_text(out / "summary.md", text)
+    save_figure(figure(results), out / "fit_step.png", dpi=120)
     print(text)
 
 

@@ -48,11 +48,10 @@ how often over the seeds.
     python experiments/karate_club.py --quick    # smoke test, seconds
 
 Results: `results.json`, `accuracy.png` and `errors.png` in `--out` (default
+`experiments/runs/karate_club/`; `--publish` replaces the committed ones in
 `experiments/results/karate_club/`).
 """
 
-import argparse
-import pathlib
 import time
 
 import equinox as eqx
@@ -63,7 +62,7 @@ import matplotlib
 import networkx as nx
 import numpy as np
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 
 
 matplotlib.use("Agg")
@@ -149,25 +148,37 @@ def loss_fn(model, x, graph, labels, mask):
     return nde.losses.cross_entropy(model(x, graph), labels, mask=mask)
 
 
+def graph_loss(model, x, graph, labels, mask):
+    """`loss_fn` on the one example of the training data: the whole graph."""
+    return loss_fn(model, *jax.tree.map(lambda a: a[0], (x, graph, labels, mask)))
+
+
+# One optimiser object, so that `fit` reuses its compiled step across seeds.
+OPTIMIZER = optax.adamw(SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
+
+
+def train(model, x, graph, labels, mask, epochs, *, key):
+    """Full-batch AdamW for `epochs` steps with `neuralde.train.fit`: the training
+    data are one example, the graph with its features, labels and mask. Returns
+    the model, the loss of every epoch and the predicted class of every node."""
+    data = jax.tree.map(lambda a: a[None], (x, graph, labels, mask))
+    model, history = nde.train.fit(
+        model,
+        graph_loss,
+        data,
+        OPTIMIZER,
+        key=key,
+        steps=epochs,
+        batch_size=1,
+        eval_every=1,
+        progress=False,
+    )
+    return model, np.asarray(history["train_loss"]), predict(model, x, graph)
+
+
 @eqx.filter_jit
-def train(model, x, graph, labels, mask, epochs):
-    """Full-batch AdamW for `epochs` steps, one `lax.scan`. Returns the model, the
-    loss of every epoch and the predicted class of every node."""
-    optimizer = optax.adamw(SETTINGS["lr"], weight_decay=SETTINGS["weight_decay"])
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
-
-    def step(carry, _):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(
-            lambda p: loss_fn(eqx.combine(p, static), x, graph, labels, mask)
-        )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, opt_state), None, length=epochs)
-    model = eqx.combine(params, static)
-    return model, losses, jnp.argmax(model(x, graph), axis=-1)
+def predict(model, x, graph):
+    return jnp.argmax(model(x, graph), axis=-1)
 
 
 @eqx.filter_jit
@@ -255,9 +266,7 @@ def plot_errors(error_rates, labels, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="first seed of the init")
     options = parser.parse_args(argv)
     config = dict(QUICK if options.quick else FULL)
@@ -274,8 +283,7 @@ def main(argv=None):
         ),
         rk4_real_stability=RK4_REAL_STABILITY,
     )
-    out = default_out(__file__) if options.out is None else pathlib.Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(options, __file__, parser)
     start = time.perf_counter()
 
     data = nde.data.karate_club(dtype=np.float32)
@@ -308,7 +316,13 @@ def main(argv=None):
             if name in DIFFUSION_STEPS:
                 extra["h_max_abs_eigenvalue_init"] = float(stiffness(model, x))
             model, losses, pred = train(
-                model, x, graph, labels, train_mask, config["epochs"]
+                model,
+                x,
+                graph,
+                labels,
+                train_mask,
+                config["epochs"],
+                key=jr.fold_in(key, 1),
             )
             if name in DIFFUSION_STEPS:
                 extra["h_max_abs_eigenvalue_trained"] = float(stiffness(model, x))

@@ -38,11 +38,10 @@ noise 0.1):
     python experiments/neural_sde.py --quick    # smoke test, seconds
 
 Results: `results.json` and `robustness.png` in `--out` (default
+`experiments/runs/neural_sde/`; `--publish` replaces the committed ones in
 `experiments/results/neural_sde/`).
 """
 
-import argparse
-import pathlib
 import time
 
 import diffrax as dfx
@@ -54,7 +53,7 @@ import lineax as lx
 import matplotlib
 import numpy as np
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 
 
 matplotlib.use("Agg")
@@ -210,15 +209,12 @@ def train_and_attack(sigma, data, epsilons, config, mkey, tkey, ekey) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="data, init, noise")
     options = parser.parse_args(argv)
     config = dict(QUICK if options.quick else FULL)
     config.update(SETTINGS, seed=options.seed, quick=options.quick, solver="Euler")
-    out = default_out(__file__) if options.out is None else pathlib.Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(options, __file__, parser)
     start = time.perf_counter()
 
     data = nde.data.moons(

@@ -35,12 +35,12 @@ layer's to the last's; and whether training diverged (a non-finite state, which
     python experiments/stable_architectures.py            # ~7 min of CPU time
     python experiments/stable_architectures.py --quick    # smoke test, seconds
 
-Results: `results.json`, `accuracy.png` and `gradient_norms.png` in `--out`
-(default `experiments/results/stable_architectures/`).
+Results: `results.json`, `accuracy.png` and `gradient_norms.png` in `--out` (default
+`experiments/runs/stable_architectures/`; `--publish` replaces the committed ones in
+`experiments/results/stable_architectures/`).
 """
 
-import argparse
-import pathlib
+import functools
 import time
 
 import equinox as eqx
@@ -50,7 +50,7 @@ import jax.random as jr
 import matplotlib
 import numpy as np
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 
 
 matplotlib.use("Agg")
@@ -145,31 +145,11 @@ def loss_fn(model, x, y):
     return nde.losses.cross_entropy(jax.vmap(model)(x), y)
 
 
-@eqx.filter_jit
-def train(model, x, y, key, steps, batch_size, lr):
-    """Adam with a cosine-decayed learning rate (to 5% of `lr`), `steps` steps of
-    `batch_size` examples, each epoch a fresh permutation. Returns the model and
-    the loss of every step."""
-    optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    n = x.shape[0]
-    per_epoch = n // batch_size
-
-    def step(carry, i):
-        params, opt_state = carry
-        order = jr.permutation(jr.fold_in(key, i // per_epoch), n)
-        idx = jax.lax.dynamic_slice_in_dim(
-            order, (i % per_epoch) * batch_size, batch_size
-        )
-        loss, grads = jax.value_and_grad(
-            lambda p: loss_fn(eqx.combine(p, static), x[idx], y[idx])
-        )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    carry = (params, optimizer.init(params))
-    (params, _), losses = jax.lax.scan(step, carry, jnp.arange(steps))
-    return eqx.combine(params, static), losses
+@functools.cache
+def optimiser(lr: float, steps: int) -> optax.GradientTransformation:
+    """Adam with a cosine-decayed learning rate (to 5% of `lr`) over `steps`: one
+    object per setting, so that `fit` reuses its compiled step across seeds."""
+    return optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
 
 
 @eqx.filter_jit
@@ -234,24 +214,29 @@ def run_one(problem, data, architecture, depth, *, steps, key):
         init_gradient_profile=_thin(before["gradient_norms"]),
     )
     try:
-        model, losses = train(
-            model, arrays[0], arrays[1], tkey, steps, s["batch_size"], s["lr"]
+        # Eight records of the training loss, each the mean over an eighth of
+        # the steps.
+        model, history = nde.train.fit(
+            model,
+            loss_fn,
+            (arrays[0], arrays[1]),
+            optimiser(s["lr"], steps),
+            key=tkey,
+            steps=steps,
+            batch_size=s["batch_size"],
+            eval_every=max(1, steps // 8),
+            progress=False,
         )
-        losses = np.asarray(losses)
+        curve = np.asarray(history["train_loss"])
         after = jax.tree.map(np.asarray, measure(model, *arrays))
-        finite = np.all(np.isfinite(losses)) and np.all(
+        finite = np.all(np.isfinite(curve)) and np.all(
             np.isfinite(after["gradient_norms"])
         )
-        # The mean loss of each eighth of the training steps.
-        if len(losses) >= 8:
-            curve = losses[: len(losses) // 8 * 8].reshape(8, -1).mean(axis=1)
-        else:
-            curve = losses
         row.update(
             diverged=not finite,
             train_accuracy=float(after["train_accuracy"]),
             test_accuracy=float(after["test_accuracy"]),
-            final_train_loss=float(losses[-max(1, steps // 8) :].mean()),
+            final_train_loss=float(curve[-1]),
             loss_curve=curve,
             gradient_norms=summarise(after["gradient_norms"]),
             gradient_profile=_thin(after["gradient_norms"]),
@@ -393,15 +378,12 @@ def table(summary, config) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="data; first init seed")
     options = parser.parse_args(argv)
     config = dict(QUICK if options.quick else FULL)
     config.update(SETTINGS, seed=options.seed, quick=options.quick, points=POINTS)
-    out = default_out(__file__) if options.out is None else pathlib.Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(options, __file__, parser)
 
     start = time.perf_counter()
     runs, summary = [], []

@@ -44,11 +44,10 @@ not measured: with a state of 32 x 16 floats, it would be the JAX runtime's.
     python experiments/time_series.py --quick    # smoke test, seconds
 
 Results: `results.json`, `fit.png` and `modes.png` in `--out` (default
+`experiments/runs/time_series/`; `--publish` replaces the committed ones in
 `experiments/results/time_series/`).
 """
 
-import argparse
-import pathlib
 import statistics
 import time
 
@@ -60,7 +59,7 @@ import jax.random as jr
 import matplotlib
 import numpy as np
 import optax
-from _common import default_out, environment, save_figure, write_json
+from _common import arguments, environment, output, save_figure, write_json
 from jax.flatten_util import ravel_pytree
 
 
@@ -185,9 +184,7 @@ def rmse(pred, clean) -> float:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--out", default=None, help="output directory")
+    parser = arguments(__doc__, quick="tiny smoke run")
     parser.add_argument("--seed", type=int, default=0, help="data and init")
     options = parser.parse_args(argv)
     config = dict(QUICK if options.quick else FULL)
@@ -197,8 +194,7 @@ def main(argv=None):
         quick=options.quick,
         gradient_options={m: str(MODES[m]["gradient"]) for m in config["modes"]},
     )
-    out = default_out(__file__) if options.out is None else pathlib.Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output(options, __file__, parser)
     start = time.perf_counter()
 
     data = nde.data.damped_oscillator(

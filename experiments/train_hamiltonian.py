@@ -13,13 +13,14 @@ accuracy at the end.
 
 Run it from the repository root with
 
-    python experiments/train_hamiltonian.py
+    python experiments/train_hamiltonian.py            # under a minute
+    python experiments/train_hamiltonian.py --quick    # a smoke run, seconds
 
 or, for example, ``python experiments/train_hamiltonian.py --epochs 100 --seed 1
---layers 16``.
+--layers 16``. It trains with `neuralde.train.fit`, and writes `results.json` and
+`spirals.png` to `--out` (default `experiments/runs/train_hamiltonian/`).
 """
 
-import argparse
 import time
 
 import equinox as eqx
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from _common import arguments, command, environment, output, save_figure, write_json
 
 import neuralde as nde
 
@@ -80,22 +82,13 @@ def loss_fn(model, x, labels):
 
 
 @eqx.filter_jit
-def train_step(model, opt_state, x, labels, optimiser):
-    loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x, labels)
-    params = eqx.filter(model, eqx.is_array)
-    updates, opt_state = optimiser.update(grads, opt_state, params)
-    model = eqx.apply_updates(model, updates)
-    return model, opt_state, loss
-
-
-@eqx.filter_jit
 def accuracy(model, x, labels):
     logits = jax.vmap(model)(x)
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = arguments(__doc__, quick="2 epochs on 400 points: a smoke run")
     parser.add_argument("--epochs", type=int, default=60, help="passes over the data")
     parser.add_argument("--seed", type=int, default=0, help="data, init and batches")
     parser.add_argument("--layers", type=int, default=16, help="layers = solver steps")
@@ -106,44 +99,82 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--train", type=int, default=2000, help="training points")
     parser.add_argument("--test", type=int, default=1000, help="test points")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.train, args.test = 2, 400, 200
+    out = output(args, __file__, parser)
 
     start = time.perf_counter()
     x, labels = two_spirals(args.train + args.test, noise=0.04, seed=args.seed)
-    x_train, y_train = jnp.asarray(x[: args.train]), jnp.asarray(labels[: args.train])
-    x_test, y_test = jnp.asarray(x[args.train :]), jnp.asarray(labels[args.train :])
+    train = (x[: args.train], labels[: args.train])
+    test = (x[args.train :], labels[args.train :])
 
-    key = jr.PRNGKey(args.seed)
-    model_key, key = jr.split(key)
+    model_key, fit_key = jr.split(jr.PRNGKey(args.seed))
     model = HamiltonianClassifier(
         dim=args.dim, width=args.width, layers=args.layers, t1=args.t1, key=model_key
     )
-    batches = args.train // args.batch_size
-    schedule = optax.cosine_decay_schedule(args.lr, args.epochs * batches, alpha=0.05)
-    optimiser = optax.adam(schedule)
-    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
+    steps = args.epochs * (args.train // args.batch_size)
+    optimiser = optax.adam(optax.cosine_decay_schedule(args.lr, steps, alpha=0.05))
+    model, history = nde.train.fit(
+        model,
+        loss_fn,
+        train,
+        optimiser,
+        key=fit_key,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_data=test,
+        metrics={"accuracy": accuracy},
+    )
+    test_acc = float(accuracy(model, *test))
+    print(f"test accuracy: {test_acc:.4f}  ({time.perf_counter() - start:.1f}s)")
+    write_json(
+        out / "results.json",
+        dict(
+            command=command(__file__, args),
+            config=vars(args) | {"out": str(out)},
+            environment=environment(),
+            test_accuracy=test_acc,
+            history=history,
+            wall_time=time.perf_counter() - start,
+        ),
+    )
+    save_figure(figure(model, test, history), out / "spirals.png", dpi=110)
+    print(f"Wrote {out}/results.json and spirals.png.")
 
-    report_every = max(1, args.epochs // 10)
-    for epoch in range(1, args.epochs + 1):
-        key, perm_key = jr.split(key)
-        perm = jr.permutation(perm_key, args.train)
-        total = 0.0
-        for b in range(batches):
-            idx = perm[b * args.batch_size : (b + 1) * args.batch_size]
-            model, opt_state, loss = train_step(
-                model, opt_state, x_train[idx], y_train[idx], optimiser
-            )
-            total += float(loss)
-        if epoch % report_every == 0 or epoch == args.epochs:
-            acc = float(accuracy(model, x_train, y_train))
-            print(
-                f"epoch {epoch:4d}  loss {total / batches:.4f}  train accuracy "
-                f"{acc:.3f}  ({time.perf_counter() - start:.1f}s)",
-                flush=True,
-            )
 
-    test_acc = float(accuracy(model, x_test, y_test))
-    print(f"test accuracy: {test_acc:.4f}")
+def figure(model, test, history):
+    """The trained classifier's decision regions with the test points, and the
+    training loss and test accuracy per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    line = np.linspace(-1.2, 1.2, 121, dtype=np.float32)
+    grid = np.stack(np.meshgrid(line, line), -1).reshape(-1, 2)
+    predicted = np.asarray(jnp.argmax(jax.vmap(model)(grid), axis=-1))
+    left.contourf(
+        line, line, predicted.reshape(line.size, line.size), levels=[-0.5, 0.5, 1.5],
+        colors=["C0", "C1"], alpha=0.25,
+    )  # fmt: skip
+    x, labels = test
+    for k in (0, 1):
+        left.plot(*x[labels == k].T, ".", c=f"C{k}", ms=3, label=f"spiral {k}")
+    left.set_aspect("equal")
+    left.set_xlabel("x₁")
+    left.set_ylabel("x₂")
+    left.set_title("decision regions and test points", fontsize="medium")
+    left.legend(fontsize="small", loc="upper right")
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    right.plot(epochs, history["train_loss"], "o-", ms=3, label="training loss")
+    right.plot(epochs, history["eval_accuracy"], "s-", ms=3, label="test accuracy")
+    right.set_xlabel("epoch")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    right.set_ylim(0, max(1.05, max(history["train_loss"]) * 1.05))
+    right.grid(alpha=0.3)
+    right.legend(fontsize="small")
+    right.set_title("training", fontsize="medium")
+    return fig
 
 
 if __name__ == "__main__":

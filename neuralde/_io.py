@@ -106,12 +106,14 @@ def _sync_directory(directory: pathlib.Path) -> None:
 
 
 def jsonable(value):
-    """`value` with NumPy scalars and arrays as Python numbers and lists, and
-    non-finite floats as `None` (JSON has no NaN)."""
+    """`value` with NumPy and JAX scalars and arrays as Python numbers and lists,
+    and non-finite floats as `None` (JSON has no NaN)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
+    if not isinstance(value, np.ndarray | np.generic) and hasattr(value, "__array__"):
+        value = np.asarray(value)  # a JAX array
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
     if isinstance(value, np.generic):

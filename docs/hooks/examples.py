@@ -42,13 +42,12 @@ def _section(script: pathlib.Path) -> str:
         return "\n\n".join(parts)
     found = [
         p
-        for p in (folder / "summary.md", folder / "results.md", RESULTS / f"{name}.md")
+        for p in (folder / "summary.md", folder / "results.md")
         if p.is_file()
     ]
     if not found:
         parts.append(
-            "It writes no results file (`train_hamiltonian` prints its own: see the "
-            "top of this page); run it to measure them."
+            "Its result is at the top of this page."
             if name == "train_hamiltonian"
             else "No results are committed for it yet: run it to measure them."
         )
