@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
 from ._checks import positive_int
+from ._noise import check_calculus, noise_term
 from ._nonfinite import raise_if
 from ._solvers import (
     check_fixed_steps,
@@ -43,10 +44,13 @@ def solve(
     atol: float | None = None,
     max_steps: int = 4096,
     regularizers: Sequence[AbstractRegularizer] = (),
+    diffusion: Callable[[ArrayLike, PyTree[Array], PyTree], PyTree] | None = None,
+    calculus: Literal["ito", "stratonovich"] | None = None,
     key: PRNGKeyArray | None = None,
     batched: bool | None = None,
 ) -> PyTree[Array] | tuple[PyTree[Array], Array]:
-    """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax.
+    """Integrate $\\dot y = F(t, y)$ from `t0` to `t1` with diffrax; with
+    `diffusion=g`, the SDE $dy = F(t, y)\\,dt + g(t, y)\\,dW$.
 
     **Arguments:**
 
@@ -92,8 +96,30 @@ def solve(
         differentiates them, the continuous adjoint included. Not with two-stream
         solvers (`symplectic_euler`, `leapfrog`), whose steps need each stream's rate
         to depend on the other stream only.
-    - `key`: PRNG key for stochastic penalties (Hutchinson's estimator): a fresh one
-        per training step.
+    - `diffusion`: $g(t, y, \\text{args})$ of an SDE, on one example. It returns
+        a PyTree shaped like the state (diagonal noise: one Brownian motion per
+        component), or a `lineax.AbstractLinearOperator` from the Brownian motion to
+        the state (general noise; e.g. `lineax.MatrixLinearOperator(G)`). The
+        Brownian motion is a `diffrax.VirtualBrownianTree` drawn from `key`: one key
+        is one path, whatever the steps, and a batch gets independent paths. SDE
+        solves take fixed steps, with an SDE solver:
+        - `"euler"` (Euler–Maruyama) converges to the Itô solution, at strong order
+            1/2 (1 for additive noise);
+        - `"heun"`, `"midpoint"` and `"reversible_heun"` to the Stratonovich one, at
+            strong order 1 for commutative noise, 1/2 in general;
+        - `"shark"` and `"sea"` (Foster et al. 2023) assume additive noise, where the
+            two calculi agree, and are of higher order;
+        - any diffrax SDE solver.
+
+        Every gradient mode differentiates the same path: `"discretize"`,
+        `"checkpoint"`, `"reversible"` (exact, O(1) memory, with
+        `"reversible_heun"`), and `"adjoint"`, diffrax's `BacksolveAdjoint` (the
+        Stratonovich adjoint, so with a Stratonovich solver) on the same steps.
+    - `calculus`: `"ito"` or `"stratonovich"`: the SDE meant, checked against the
+        solver's (a mismatch raises). Default: the solver's.
+    - `key`: the PRNG key of the Brownian motion, with `diffusion`; and of
+        stochastic penalties (Hutchinson's estimator). A fresh one per training
+        step.
     - `batched`: whether `y0` is a batch, with a leading batch axis on every leaf.
         The field acts on one example and is vmapped inside the solve. Default
         (`None`): a batch when the field declares the shape of one example
@@ -120,6 +146,19 @@ def solve(
     """
     mode = as_gradient(gradient)
     batched = is_batch(field, y0, batched)
+    if diffusion is not None:
+        if key is None:
+            raise ValueError(
+                "`diffusion` needs a PRNG `key=` to draw its Brownian motion: one key "
+                "is one path (a fresh one per training step)."
+            )
+        if regularizers:
+            raise ValueError(
+                "`regularizers` are not integrated alongside an SDE: their "
+                "components would need a diffusion of their own."
+            )
+    elif calculus is not None:
+        raise ValueError("`calculus` is for SDEs: it needs `diffusion=`.")
     if regularizers and batched:
         raise ValueError(
             "`regularizers` integrate one penalty per example: use them on one "
@@ -135,8 +174,11 @@ def solve(
             )
         t1 = _default_t1(field, t1)
         field, y0 = augment(field, y0, regularizers, key)
-    elif key is not None:
-        raise ValueError("`key` is used by stochastic `regularizers` only.")
+    elif key is not None and diffusion is None:
+        raise ValueError(
+            "`key` is used by `diffusion=` (the Brownian motion) and by stochastic "
+            "`regularizers` only."
+        )
     problem = setup(
         field,
         y0,
@@ -152,6 +194,9 @@ def solve(
         atol=atol,
         max_steps=max_steps,
         batched=batched,
+        diffusion=diffusion,
+        calculus=calculus,
+        key=key,
     )
     return _solve(mode, problem, y0)
 
@@ -197,6 +242,9 @@ def setup(
     atol=None,
     max_steps=4096,
     batched=False,
+    diffusion=None,
+    calculus=None,
+    key=None,
 ) -> Integration:
     """Validate the arguments of a solve: the `Integration` that `gradient` runs, its
     times in the state's dtype."""
@@ -204,6 +252,12 @@ def setup(
     t1 = _default_t1(field, t1)
     _check_interval(t0, t1)
     dtype = _state_dtype(y0)
+    if diffusion is not None:
+        check_calculus(solver_obj, calculus)
+        if steps is None and dt0 is None:
+            raise ValueError(
+                "SDE solves take fixed steps: pass `steps=` (equal steps) or `dt0=`."
+            )
     adaptive = _check_steps(steps, dt0, rtol, atol, solver_obj, solver)
     max_steps = positive_int(max_steps, "max_steps")
     gradient.check(solver_obj, adaptive=adaptive, ts=ts is not None)
@@ -222,6 +276,13 @@ def setup(
         )
     else:
         check_field_output(field, t0, y0, args)
+    if diffusion is not None:
+        example = _first_example(y0) if batched else y0
+        noise = noise_term(
+            diffusion, y0, t0, t1, args, solver_obj, key=key, batched=batched,
+            example=example,
+        )  # fmt: skip
+        terms = dfx.MultiTerm(terms, noise)
     if any(isinstance(t, jax.core.Tracer) for t in (t0, t1)):
         t1 = raise_if(
             t1,

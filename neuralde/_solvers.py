@@ -89,6 +89,12 @@ _SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
     "reversible_heun": dfx.ReversibleHeun,
 }
 SOLVER_NAMES = tuple(_SOLVERS)
+# Solvers of SDEs only: stochastic Runge–Kutta methods for additive noise.
+_SDE_SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
+    "shark": dfx.ShARK,
+    "sea": dfx.SEA,
+}
+SDE_SOLVER_NAMES = tuple(_SDE_SOLVERS)
 
 
 def take_step(solver, terms, t0, t1, y0, args, state):
@@ -132,13 +138,12 @@ def get_solver(solver: str | dfx.AbstractSolver) -> dfx.AbstractSolver:
     if isinstance(solver, dfx.AbstractSolver):
         return solver
     if isinstance(solver, str):
-        try:
-            return _SOLVERS[solver]()
-        except KeyError:
-            pass
+        make = _SOLVERS.get(solver) or _SDE_SOLVERS.get(solver)
+        if make is not None:
+            return make()
     raise ValueError(
-        f"Unknown solver {solver!r}. Use one of {', '.join(SOLVER_NAMES)}, or a "
-        "`diffrax.AbstractSolver` instance."
+        f"Unknown solver {solver!r}. Use one of {', '.join(SOLVER_NAMES)} (for SDEs "
+        f"also {', '.join(SDE_SOLVER_NAMES)}), or a `diffrax.AbstractSolver` instance."
     )
 
 

@@ -6,6 +6,7 @@ import jax.tree_util as jtu
 from equinox.internal import ω
 
 from .. import _steps
+from .._noise import calculus_of
 from .._solvers import get_solver
 from ._base import AbstractGradient, dense_cotangent
 from ._diffrax import _check_one_term, backsolve_on, diffeqsolve
@@ -48,11 +49,23 @@ class Adjoint(AbstractGradient):
     def solve(self, problem, y0):
         grid = problem.grid
         back = problem.solver if self.solver is None else self.solver
+        kwargs = {} if self.solver is None else dict(solver=self.solver)
+        if isinstance(problem.terms, dfx.MultiTerm):
+            # An SDE: diffrax's backsolve integrates the Stratonovich adjoint SDE
+            # backwards on the same Brownian path.
+            for solver in (problem.solver, back):
+                if calculus_of(solver) == "ito":
+                    raise ValueError(
+                        f'`gradient="adjoint"` of an SDE solves the Stratonovich '
+                        f"adjoint backwards, which {type(solver).__name__} (Itô) "
+                        "does not: use 'heun' or 'reversible_heun', or "
+                        '`gradient="reversible"`, "discretize" or "checkpoint".'
+                    )
+            return diffeqsolve(problem, y0, backsolve_on(problem, kwargs))
         if grid is not None and problem.ts is None:
             terms, args = problem.terms, problem.args
             y1 = _adjoint_loop((y0, terms, args, grid), problem.solver, back)
             return _steps.checked(y1, terms, problem.solver, grid, y0, args)
-        kwargs = {} if self.solver is None else dict(solver=self.solver)
         if grid is None:
             adjoint = dfx.BacksolveAdjoint(**kwargs)
         else:

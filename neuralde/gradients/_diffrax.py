@@ -28,9 +28,13 @@ def diffeqsolve(
         saved = jnp.asarray(problem.ts, jnp.result_type(problem.t0))
         saveat = dfx.SaveAt(ts=saved)
     terms = jtu.tree_map(
-        lambda term: dfx.ODETerm(_FiniteInput(term.vector_field)),
+        lambda term: (
+            dfx.ODETerm(_FiniteInput(term.vector_field))
+            if isinstance(term, dfx.ODETerm)
+            else term
+        ),
         problem.terms,
-        is_leaf=lambda x: isinstance(x, dfx.ODETerm),
+        is_leaf=lambda x: isinstance(x, dfx.AbstractTerm),
     )
     sol = dfx.diffeqsolve(
         terms,
