@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import lineax as lx
 import numpy as np
+import optax
 import pytest
 
 import neuralde as nde
@@ -337,3 +338,50 @@ def test_bad_input():
         nde.solve(drift, y0, steps=4, calculus="ito")
     with pytest.raises(TypeError, match="`diffusion` must be a callable"):
         nde.solve(drift, y0, diffusion=0.3, key=key, steps=4, solver="euler")
+
+
+def test_an_sde_block_draws_its_key_and_trains_with_fit():
+    field = nde.fields.MLP(2, layers=2, dtype=jnp.float64, key=jr.PRNGKey(0))
+    block = nde.nn.ODEBlock(
+        field, diffusion=constant(0.1), steps=8, solver="reversible_heun",
+        gradient="reversible",
+    )  # fmt: skip
+    y0 = jnp.array([[0.5, -0.5], [1.0, 0.0]])
+    a, b = block(y0, key=jr.PRNGKey(1)), block(y0, key=jr.PRNGKey(1))
+    assert jnp.array_equal(a, b)
+    assert not jnp.allclose(a, block(y0, key=jr.PRNGKey(2)))
+    with pytest.raises(ValueError, match="pass `key=`"):
+        block(y0)
+    # Without diffusion the key is ignored, as for any layer.
+    plain = nde.nn.ODEBlock(field, steps=8)
+    assert jnp.array_equal(plain(y0, key=jr.PRNGKey(1)), plain(y0))
+
+    x = jr.normal(jr.PRNGKey(3), (64, 2))
+    target = jnp.tanh(x[:, ::-1])
+
+    def loss(model, x, y, *, key):
+        return jnp.mean((model(x, key=key) - y) ** 2)
+
+    trained, history = nde.train.fit(
+        block, loss, (x, target), optax.adam(3e-2), key=jr.PRNGKey(4), steps=60,
+        batch_size=16, eval_every=20, progress=False,
+    )  # fmt: skip
+    assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
+    assert not jnp.allclose(trained.field.operator.weight, field.operator.weight)
+
+
+def test_ensemble_is_the_mean_over_paths():
+    field = nde.fields.MLP(2, dtype=jnp.float64, key=jr.PRNGKey(0))
+    block = nde.nn.ODEBlock(field, diffusion=constant(0.3), steps=4, solver="euler")
+    y0 = jnp.array([0.5, -0.5])
+    key = jr.PRNGKey(1)
+    mean = nde.nn.Ensemble(block, samples=8)(y0, key=key)
+    by_hand = jnp.mean(jnp.stack([block(y0, key=k) for k in jr.split(key, 8)]), 0)
+    np.testing.assert_allclose(mean, by_hand, rtol=1e-12)
+    # The ensemble's spread falls as 1/sqrt(samples) around the expectation.
+    many = nde.nn.Ensemble(block, samples=2000)(y0, key=jr.PRNGKey(2))
+    few = [nde.nn.Ensemble(block, samples=20)(y0, key=k) for k in jr.split(key, 30)]
+    spread = float(jnp.std(jnp.stack(few)[:, 0]))
+    assert abs(float(mean[0] - many[0])) < 5 * spread * np.sqrt(20 / 8)
+    with pytest.raises(ValueError, match="samples"):
+        nde.nn.Ensemble(block, samples=0)

@@ -18,6 +18,7 @@ from ._conv import (
     Pool2d as Pool2d,
     ResidualBlock as ResidualBlock,
 )
+from ._ensemble import Ensemble as Ensemble
 from ._gpt import generate as generate, GPT as GPT
 from ._graph import GAT as GAT, GCN as GCN, MessagePassing as MessagePassing
 from ._ode_block import ODEBlock as ODEBlock

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import diffrax as dfx
 import equinox as eqx
 from jaxtyping import Array, PRNGKeyArray, PyTree
@@ -9,7 +11,9 @@ from ..gradients import AbstractGradient, as_gradient
 
 
 class ODEBlock(eqx.Module):
-    """A continuous-time block: `y -> solve(field, y, ...)`, the state at `t1`.
+    """A continuous-time block: `y -> solve(field, y, ...)`, the state at `t1`; with
+    `diffusion=`, a neural SDE `dy = F dt + g dW`, whose every call draws the
+    Brownian motion of its `key`.
 
     It drops into a model like any layer (for example between the stem and the head
     of a classifier, or in `eqx.nn.Sequential`), and trains under every gradient
@@ -33,9 +37,22 @@ class ODEBlock(eqx.Module):
                                 gradient="reversible")
         y1, z1 = block((y0, jnp.zeros_like(y0)))
         ```
+
+    !!! Example "A neural SDE"
+
+        ```python
+        noise = lambda t, y, args: 0.1 * jnp.ones_like(y)  # additive noise
+        block = nde.nn.ODEBlock(field, diffusion=noise, steps=16,
+                                solver="reversible_heun", gradient="reversible")
+        y1 = block(y0, key=key)  # a fresh key per training step
+        ```
+
+        `nde.train.fit` passes a fresh key to a loss that takes one; wrap the model
+        in [`neuralde.nn.Ensemble`][] to predict with the mean over paths.
     """
 
     field: AbstractField
+    diffusion: Callable | None
     t0: float = eqx.field(static=True)
     t1: float | None = eqx.field(static=True)
     steps: int | None = eqx.field(static=True)
@@ -45,11 +62,14 @@ class ODEBlock(eqx.Module):
     rtol: float | None = eqx.field(static=True)
     atol: float | None = eqx.field(static=True)
     batched: bool | None = eqx.field(static=True)
+    calculus: str | None = eqx.field(static=True)
 
     def __init__(
         self,
         field: AbstractField,
         *,
+        diffusion: Callable | None = None,
+        calculus: str | None = None,
         t0: float = 0.0,
         t1: float | None = None,
         steps: int | None = None,
@@ -66,10 +86,19 @@ class ODEBlock(eqx.Module):
         checked here; the rest is checked when the block is first called.
 
         `batched` is `solve`'s: by default a state with one more leading axis than
-        the field's `state_shape()` is a batch.
+        the field's `state_shape()` is a batch. `diffusion` and `calculus` make it
+        an SDE, as in `solve`; an equinox module as `diffusion` is trained with the
+        field.
         """
         get_solver(solver)
+        if diffusion is not None and not callable(diffusion):
+            raise TypeError(
+                f"`diffusion` must be a callable `diffusion(t, y, args)`, got "
+                f"{type(diffusion).__name__}."
+            )
         self.field = field
+        self.diffusion = diffusion
+        self.calculus = calculus
         self.t0 = t0
         self.t1 = t1
         self.steps = steps
@@ -92,11 +121,19 @@ class ODEBlock(eqx.Module):
         - `y`: the initial state of one example or of a batch (a tuple `(y, z)`
             for two-stream fields).
         - `args`: passed to the field.
-        - `key`: ignored; accepted so the block fits `eqx.nn.Sequential`.
+        - `key`: the Brownian motion's, for an SDE block (required); ignored
+            otherwise, and accepted so that the block fits `eqx.nn.Sequential`.
 
         **Returns:** the state at `t1`.
         """
-        del key
+        if self.diffusion is None:
+            key = None
+        elif key is None:
+            raise ValueError(
+                "An ODEBlock with `diffusion` draws a Brownian motion at every call: "
+                "pass `key=` (a fresh one per training step; `nde.train.fit` gives "
+                "one to a loss that takes `key`)."
+            )
         return solve(
             self.field,
             y,
@@ -110,4 +147,7 @@ class ODEBlock(eqx.Module):
             rtol=self.rtol,
             atol=self.atol,
             batched=self.batched,
+            diffusion=self.diffusion,
+            calculus=self.calculus,
+            key=key,
         )
