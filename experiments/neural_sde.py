@@ -14,16 +14,15 @@ noise 0.1):
 
 - the model is a learned linear lift of the 2-D input to 8 channels, the ResNet
   field `nde.fields.MLP` ($\tanh(K_j y + b_j)$, 16 layers over $[0, 1]$), and a
-  linear read-out. The SDE is integrated with diffrax: `diffrax.MultiTerm` of the
-  drift `ODETerm` and `ControlTerm(diffusion, VirtualBrownianTree(...))`, the
-  diffusion the diagonal $\sigma I$ (`lineax.DiagonalLinearOperator`, diffrax's way
-  of writing diagonal noise), by Euler–Maruyama (`diffrax.Euler`) with one step per
-  layer: a ResNet with Gaussian noise of variance $\sigma^2 h$ added after every
-  layer. With $\sigma = 0$ it is the deterministic ResNet, trained the same way.
+  linear read-out. The SDE is `nde.solve(field, y0, diffusion=..., key=key)` with
+  the diagonal diffusion $\sigma I$, by Euler–Maruyama (`solver="euler"`, Itô) with
+  one step per layer: a ResNet with Gaussian noise of variance $\sigma^2 h$ added
+  after every layer. With $\sigma = 0$ it is the deterministic ResNet, trained the
+  same way.
 - One model per $\sigma \in \{0, 0.5, 1\}$ and seed (two seeds), trained by
   `nde.train.fit` (Adam, cosine-decayed learning rate, 600 steps of 128 points)
   with a loss that takes a `key`, so that each step sees fresh noise.
-- Prediction averages the softmax over 16 noise samples.
+- Prediction averages the softmax over 16 noise samples (`nde.nn.Ensemble`).
 - Robustness: test accuracy when every test point is moved by $\epsilon$ in each
   coordinate, (a) in random directions (random signs), and (b) in the direction of
   the sign of the gradient of the loss (FGSM, Goodfellow et al. 2015). For the
@@ -32,32 +31,43 @@ noise 0.1):
   so that the noise does not merely hide the gradient; the attacked points are then
   classified with fresh noise.
 
-`nde.solve` integrates ODEs only, so the SDE is solved with diffrax directly.
+The cost of the gradient of a neural SDE, last: the same field with $\sigma = 0.5$
+and reversible Heun (Stratonovich), a batch of 128, at 16 to 1024 steps: XLA's
+temporary memory of the compiled gradient and its median time, for
+`gradient="discretize"`, `"checkpoint"` and `"reversible"` (exact, O(1) memory).
 
     python experiments/neural_sde.py            # ~2-3 min on 2 CPU cores
     python experiments/neural_sde.py --quick    # smoke test, seconds
 
-Results: `results.json` and `robustness.png` in `--out` (default
+Results: `results.json`, `summary.md`, `robustness.png` and `gradient_cost.png` in
+`--out` (default
 `experiments/runs/neural_sde/`; `--publish` replaces the committed ones in
 `experiments/results/neural_sde/`).
 """
 
 import time
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import lineax as lx
 import matplotlib
 import numpy as np
 import optax
-from _common import arguments, environment, output, save_figure, write_json
+from _common import (
+    arguments,
+    command,
+    environment,
+    output,
+    save_figure,
+    write_json,
+    write_text,
+)
 
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 import neuralde as nde  # noqa: E402
 
@@ -71,6 +81,8 @@ FULL = dict(
     epsilons=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
     n_train=1024,
     n_test=1024,
+    cost_steps=(16, 64, 100, 256, 1000),
+    cost_repeats=5,
 )
 QUICK = dict(
     sigmas=(0.5,),
@@ -80,6 +92,8 @@ QUICK = dict(
     epsilons=(0.0, 0.1),
     n_train=256,
     n_test=64,
+    cost_steps=(4, 16),
+    cost_repeats=1,
 )
 SETTINGS = dict(dim=8, layers=16, t1=1.0, lr=1e-2, batch_size=128, data_noise=0.1)
 
@@ -103,37 +117,30 @@ class NoisyResNet(eqx.Module):
         self.sigma = jnp.asarray(sigma, DTYPE)
 
     def __call__(self, x, *, key):
-        field = self.field
         # A hyper-parameter held as an array, so that every sigma shares one
         # compilation; its gradient is zero, so Adam leaves it unchanged.
         sigma = jax.lax.stop_gradient(self.sigma)
         y0 = jax.vmap(self.lift)(x)
-        bm = dfx.VirtualBrownianTree(
-            0.0, field.t1, tol=field.t1 / (4 * field.layers), shape=y0.shape, key=key
-        )
-
-        def drift(t, y, args):
-            return jax.vmap(field, in_axes=(None, 0, None))(t, y, args)
-
-        def diffusion(t, y, args):
-            return lx.DiagonalLinearOperator(sigma * jnp.ones_like(y))
-
-        terms = dfx.MultiTerm(dfx.ODETerm(drift), dfx.ControlTerm(diffusion, bm))
-        # One Euler–Maruyama step per layer, on the layers' own time grid.
-        times = jnp.linspace(0.0, field.t1, field.layers + 1, dtype=DTYPE)
-        sol = dfx.diffeqsolve(
-            terms,
-            dfx.Euler(),
-            0.0,
-            field.t1,
-            None,
+        # One Euler–Maruyama step per layer; the batch has one Brownian motion per
+        # example.
+        y1 = nde.solve(
+            self.field,
             y0,
-            stepsize_controller=dfx.StepTo(ts=times),
-            max_steps=field.layers,
-            # Every step is a checkpoint: plain backpropagation through the steps.
-            adjoint=dfx.RecursiveCheckpointAdjoint(checkpoints=field.layers),
+            diffusion=lambda t, y, args: sigma * jnp.ones_like(y),
+            key=key,
+            steps=self.field.layers,
+            solver="euler",
         )
-        return jax.vmap(self.head)(sol.ys[-1])
+        return jax.vmap(self.head)(y1)
+
+
+class Probabilities(eqx.Module):
+    """The softmax of a model's logits: what the ensemble averages."""
+
+    model: NoisyResNet
+
+    def __call__(self, x, *, key):
+        return jax.nn.softmax(self.model(x, key=key), axis=-1)
 
 
 def loss_fn(model, x, y, *, key):
@@ -142,10 +149,7 @@ def loss_fn(model, x, y, *, key):
 
 def ensemble_log_probs(model, x, key, samples):
     """The log of the softmax averaged over `samples` noise samples."""
-    # One solve of the batch repeated `samples` times: independent noise per copy.
-    logits = model(jnp.tile(x, (samples, 1)), key=key)
-    logits = logits.reshape(samples, *x.shape[:-1], -1)
-    probs = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)
+    probs = nde.nn.Ensemble(Probabilities(model), samples)(x, key=key)
     return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
 
@@ -213,7 +217,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="data, init, noise")
     options = parser.parse_args(argv)
     config = dict(QUICK if options.quick else FULL)
-    config.update(SETTINGS, seed=options.seed, quick=options.quick, solver="Euler")
+    config.update(SETTINGS, seed=options.seed, quick=options.quick, solver="euler")
     out = output(options, __file__, parser)
     start = time.perf_counter()
 
@@ -262,18 +266,140 @@ def main(argv=None):
             flush=True,
         )
 
-    write_json(
-        out / "results.json",
-        dict(
-            experiment="neural_sde",
-            config=config,
-            environment=environment(),
-            runs=rows,
-            total_time_s=time.perf_counter() - start,
-        ),
+    costs = gradient_costs(config["cost_steps"], config["cost_repeats"])
+    results = dict(
+        experiment="neural_sde",
+        command=command(__file__, options),
+        config=config,
+        environment=environment(),
+        runs=rows,
+        gradient_costs=costs,
+        total_time_s=time.perf_counter() - start,
     )
+    write_json(out / "results.json", results)
     plot(rows, config, out / "robustness.png")
+    plot_costs(costs, out / "gradient_cost.png")
+    write_text(out / "summary.md", summary(results))
+    print(summary(results))
     return rows
+
+
+MODES = ("discretize", "checkpoint", "reversible")
+COST_BATCH = 128
+
+
+def gradient_costs(steps_list, repeats) -> list[dict]:
+    """XLA's temporary memory and the median time of the parameter gradient of a
+    neural SDE (the experiment's field, sigma = 0.5, reversible Heun) per mode and
+    number of steps."""
+    field = nde.fields.MLP(SETTINGS["dim"], layers=SETTINGS["layers"], dtype=DTYPE,
+                           key=jr.PRNGKey(0))  # fmt: skip
+    y0 = jr.normal(jr.PRNGKey(1), (COST_BATCH, SETTINGS["dim"]), DTYPE)
+    rows = []
+    for n in steps_list:
+        for mode in MODES:
+
+            def loss(field, key, mode=mode, n=n):
+                y1 = nde.solve(
+                    field, y0, diffusion=lambda t, y, args: 0.5 * jnp.ones_like(y),
+                    key=key, steps=n, solver="reversible_heun", gradient=mode,
+                )  # fmt: skip
+                return jnp.mean(y1**2)
+
+            grad = eqx.filter_jit(eqx.filter_grad(loss))
+            compiled = grad.lower(field, jr.PRNGKey(2)).compile()
+            temp = compiled.compiled.memory_analysis().temp_size_in_bytes
+            times = []
+            for r in range(repeats + 1):
+                t = time.perf_counter()
+                jax.block_until_ready(compiled(field, jr.PRNGKey(3 + r)))
+                times.append(time.perf_counter() - t)
+            rows.append(dict(mode=mode, steps=n, temp_bytes=int(temp),
+                             median_ms=1e3 * float(np.median(times[1:]))))  # fmt: skip
+            print(f"gradient {mode:10s} {n:5d} steps: {temp / 2**20:8.2f} MiB, "
+                  f"{rows[-1]['median_ms']:8.1f} ms", flush=True)  # fmt: skip
+    return rows
+
+
+def summary(results) -> str:
+    """The tables of the run, in Markdown."""
+    config, rows, costs = results["config"], results["runs"], results["gradient_costs"]
+    eps = list(config["epsilons"])
+    shown = [e for e in (0.1, 0.2, 0.4) if e in eps]
+    fgsm = [e for e in (0.1, 0.2, 0.3, 0.4) if e in eps]
+    head = ["model", "clean", *(f"random ε={e:g}" for e in shown),
+            *(f"FGSM ε={e:g}" for e in fgsm)]  # fmt: skip
+    lines = [
+        "## Noise in a ResNet's dynamics and ensembles over it (Wang et al., "
+        "Feynman–Kac)",
+        "",
+        f"`{results['command']}`, {results['total_time_s']:.0f} s. Test accuracy "
+        f"of the {config['samples']}-sample ensemble, mean over {config['seeds']} "
+        f"seed(s) (largest std {max_std(rows):.3f}):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
+    ]
+    for row in rows:
+        name = (
+            "deterministic, σ = 0"
+            if row["sigma"] == 0
+            else f"SDE, σ = {row['sigma']:g}"
+        )
+        cells = [row["clean_accuracy_mean"]]
+        cells += [row["random_sign_accuracy_mean"][eps.index(e)] for e in shown]
+        cells += [row["fgsm_accuracy_mean"][eps.index(e)] for e in fgsm]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines += [
+        "",
+        f"The gradient of a neural SDE (this field, σ = 0.5, reversible Heun, batch "
+        f"{COST_BATCH}): XLA's temporary memory of the compiled gradient, MiB, and its "
+        "median time, ms, with the ratio to `discretize`.",
+        "",
+        "| steps | " + " | ".join(MODES) + " |",
+        "|---:|" + "---:|" * len(MODES),
+    ]
+    for n in config["cost_steps"]:
+        by = {c["mode"]: c for c in costs if c["steps"] == n}
+        base = by["discretize"]
+        cells = [_cost_cell(by[m], base) for m in MODES]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cost_cell(cost, base) -> str:
+    mib, ms = cost["temp_bytes"] / 2**20, cost["median_ms"]
+    memory = cost["temp_bytes"] / base["temp_bytes"]
+    return f"{mib:.2f} MiB ({memory:.2g}x), {ms:.1f} ms ({ms / base['median_ms']:.2f}x)"
+
+
+def max_std(rows) -> float:
+    return max(
+        float(np.max(np.concatenate([np.ravel(r["random_sign_accuracy_std"]),
+                                     np.ravel(r["fgsm_accuracy_std"])])))
+        for r in rows
+    )  # fmt: skip
+
+
+def plot_costs(costs, path):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode in MODES:
+        cs = [c for c in costs if c["mode"] == mode]
+        steps = [c["steps"] for c in cs]
+        axes[0].loglog(steps, [c["temp_bytes"] / 2**20 for c in cs], "o-", label=mode)
+        axes[1].loglog(steps, [c["median_ms"] for c in cs], "o-", label=mode)
+    ticks = sorted({c["steps"] for c in costs})
+    for ax, label in zip(axes, ("XLA temporary memory, MiB", "median time, ms")):
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("steps (reversible Heun)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    fig.suptitle(f"gradient of a neural SDE, batch {COST_BATCH}")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
 
 
 def plot(rows, config, path):

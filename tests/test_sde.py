@@ -385,3 +385,28 @@ def test_ensemble_is_the_mean_over_paths():
     assert abs(float(mean[0] - many[0])) < 5 * spread * np.sqrt(20 / 8)
     with pytest.raises(ValueError, match="samples"):
         nde.nn.Ensemble(block, samples=0)
+
+
+def test_additive_noise_keeps_the_hamiltonian_flow_volume_preserving():
+    """The Jacobian of the stochastic flow map of a divergence-free drift has
+    determinant 1 with additive noise (to the solver's accuracy), and not with
+    multiplicative noise."""
+    field = nde.fields.Hamiltonian(2, 3, dtype=jnp.float64, key=jr.PRNGKey(0))
+    y0 = (jnp.array([0.3, -0.2]), jnp.array([0.1, 0.4]))
+    key = jr.PRNGKey(1)
+
+    def det(diffusion):
+        def flow(y):
+            return nde.solve(
+                field, y, diffusion=diffusion, key=key, steps=400, solver="heun"
+            )
+
+        jac = jax.jacfwd(
+            lambda v: jax.flatten_util.ravel_pytree(flow((v[:2], v[2:])))[0]
+        )
+        return float(jnp.linalg.det(jac(jnp.concatenate(y0))))
+
+    additive = lambda t, y, args: (0.3 * jnp.ones(2), 0.3 * jnp.ones(2))  # noqa: E731
+    multiplicative = lambda t, y, args: (0.5 * y[0], 0.5 * y[1])  # noqa: E731
+    assert abs(det(additive) - 1) < 1e-4
+    assert abs(det(multiplicative) - 1) > 1e-2
