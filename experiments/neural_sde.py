@@ -395,6 +395,15 @@ def plot_costs(costs, path):
         ax.set_xlabel("steps (reversible Heun)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
+    # Labelled ticks at 1, 2 and 5 of each decade: the flat curve sits below 1 MiB.
+    memory = [c["temp_bytes"] / 2**20 for c in costs]
+    decades = range(
+        int(np.floor(np.log10(min(memory)))), int(np.ceil(np.log10(max(memory))))
+    )
+    yticks = [m * 10.0**d for d in decades for m in (1, 2, 5)]
+    yticks = [y for y in yticks if min(memory) / 2 <= y <= 2 * max(memory)]
+    axes[0].set_yticks(yticks, [f"{y:g}" for y in yticks])
+    axes[0].yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].legend()
     fig.suptitle(f"gradient of a neural SDE, batch {COST_BATCH}")
     fig.tight_layout()

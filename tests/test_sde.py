@@ -410,3 +410,44 @@ def test_additive_noise_keeps_the_hamiltonian_flow_volume_preserving():
     multiplicative = lambda t, y, args: (0.5 * y[0], 0.5 * y[1])  # noqa: E731
     assert abs(det(additive) - 1) < 1e-4
     assert abs(det(multiplicative) - 1) > 1e-2
+
+
+def test_stability_diagnostics_of_an_sde():
+    """`perturbation_growth` over Brownian paths: both solutions of a ratio share
+    the path. Without noise it is the ODE's; with additive noise the difference of
+    two solutions obeys the parabolic difference equation, so perturbations still
+    never grow. `energy_drift` of a Hamiltonian drift with noise: one drift per
+    path, growing with the noise."""
+    field = nde.fields.Parabolic(3, 4, dtype=jnp.float64, key=jr.PRNGKey(0))
+    y0 = jnp.array([0.3, -0.2, 0.5])
+    kwargs = dict(eps=1e-6, samples=4, steps=50, solver="heun", key=jr.PRNGKey(1))
+    ode = nde.stability.perturbation_growth(field, y0, **kwargs)
+
+    def sde(diffusion):
+        return nde.stability.perturbation_growth(
+            field, y0, diffusion=diffusion, paths=3, **kwargs
+        )
+
+    # A difference quotient with eps = 1e-6 in float64: round-off ~ 1e-16 / 1e-6.
+    np.testing.assert_allclose(sde(constant(0.0)).random, ode.random, rtol=1e-9)
+    additive = sde(constant(0.3))
+    assert additive.random.shape == (4,)
+    assert bool(jnp.all(additive.random <= 1 + 1e-6)) and additive.adversarial <= 1
+    assert not jnp.allclose(additive.random, ode.random, rtol=1e-3)
+
+    ham = nde.fields.Hamiltonian(2, 3, dtype=jnp.float64, key=jr.PRNGKey(2))
+    state = (jnp.array([0.3, -0.2]), jnp.array([0.1, 0.4]))
+
+    def drifts(sigma):
+        noise = lambda t, y, args: (sigma * jnp.ones(2), sigma * jnp.ones(2))  # noqa: E731
+        return nde.stability.energy_drift(
+            ham, state, steps=100, solver="reversible_heun", diffusion=noise,
+            paths=32, key=jr.PRNGKey(3),
+        )  # fmt: skip
+
+    small, large = drifts(0.05), drifts(0.5)
+    assert small.shape == (32,) and float(jnp.median(small)) < float(jnp.median(large))
+    with pytest.raises(ValueError, match="needs a PRNG `key=`"):
+        nde.stability.energy_drift(
+            ham, state, steps=4, solver="heun", diffusion=constant(0.1)
+        )

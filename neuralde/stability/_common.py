@@ -48,7 +48,8 @@ def flat_state(y: PyTree[Array]) -> tuple[Float[Array, " n"], Callable]:
 
 class FixedSteps(eqx.Module):
     """A validated fixed-step solve: its terms, solver, `t0`, `t1` and `StepGrid`,
-    run on the fixed-step loop of `neuralde.solve`."""
+    run on the fixed-step loop of `neuralde.solve`; with `diffusion` and `key`, an
+    SDE on the Brownian path of `key`."""
 
     terms: PyTree
     solver: dfx.AbstractSolver
@@ -70,6 +71,8 @@ class FixedSteps(eqx.Module):
         args,
         name: str,
         forward_mode: bool = False,
+        diffusion=None,
+        key=None,
     ) -> None:
         if steps is None and dt0 is None:
             raise ValueError(
@@ -89,6 +92,8 @@ class FixedSteps(eqx.Module):
             ts=None,
             args=args,
             batched=False,
+            diffusion=diffusion,
+            key=key,
         )
         self.terms = problem.terms
         self.solver = (

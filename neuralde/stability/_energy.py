@@ -6,8 +6,10 @@ from collections.abc import Callable
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._checks import positive_int
 from ..fields import AbstractConservativeField
 from ._common import FixedSteps
 
@@ -62,7 +64,10 @@ def energy_drift(
     solver: str | dfx.AbstractSolver = "leapfrog",
     args=None,
     potential: Callable[[Array], Array] | None = None,
-) -> Float[Array, ""]:
+    diffusion: Callable | None = None,
+    paths: int = 64,
+    key: PRNGKeyArray | None = None,
+) -> Float[Array, ""] | Float[Array, " paths"]:
     """The largest relative change of the [`neuralde.stability.energy`][] along a
     fixed-step solve, $\\max_j |H(y_j) - H(y_0)| / |H(y_0)|$ over every step time
     $t_j$.
@@ -80,9 +85,13 @@ def energy_drift(
     - `t0`, `t1`, `steps`, `dt0`, `solver`, `args`: as for [`neuralde.solve`][],
         with fixed steps (`steps=` or `dt0=`). Default solver: `"leapfrog"`.
     - `potential`: as for [`neuralde.stability.energy`][].
+    - `diffusion`, `paths`, `key`: for a Hamiltonian drift with noise, the
+        diffusion (as for [`neuralde.solve`][], with an SDE solver such as
+        `"reversible_heun"`), the number of Brownian paths, and their key.
 
-    **Returns:** the relative drift, a scalar. (If $H(y_0) = 0$, the change is
-    divided by the smallest normal float instead.)
+    **Returns:** the relative drift, a scalar; with `diffusion`, its distribution:
+    one drift per path, shape `(paths,)`. (If $H(y_0) = 0$, the change is divided by
+    the smallest normal float instead.)
 
     Works under `jax.jit` (`eqx.filter_jit`) and `jax.vmap`.
     """
@@ -92,6 +101,22 @@ def energy_drift(
             "`neuralde.fields.AbstractConservativeField` (such as `Hamiltonian` or "
             f"`Hyperbolic`); got {type(field).__name__}."
         )
+    if diffusion is not None:
+        if key is None:
+            raise ValueError("`energy_drift` with `diffusion` needs a PRNG `key=`.")
+        positive_int(paths, "paths")
+
+        def one(path_key):
+            return _drift(field, y0, t0, t1, steps, dt0, solver, args, potential,
+                          diffusion, path_key)  # fmt: skip
+
+        return jax.vmap(one)(jr.split(key, paths))
+    if key is not None:
+        raise ValueError("`key` draws Brownian paths: it needs `diffusion=`.")
+    return _drift(field, y0, t0, t1, steps, dt0, solver, args, potential, None, None)
+
+
+def _drift(field, y0, t0, t1, steps, dt0, solver, args, potential, diffusion, key):
     run = FixedSteps(
         field,
         y0,
@@ -102,6 +127,8 @@ def energy_drift(
         solver=solver,
         args=args,
         name="energy_drift",
+        diffusion=diffusion,
+        key=key,
     )
 
     def observe(t, y):

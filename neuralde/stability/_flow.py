@@ -154,6 +154,8 @@ def perturbation_growth(
     solver: str | dfx.AbstractSolver = "rk4",
     args: PyTree = None,
     iterations: int = 20,
+    diffusion: Callable | None = None,
+    paths: int = 16,
     key: PRNGKeyArray,
 ) -> PerturbationGrowth:
     """How much the discrete network amplifies actual perturbations of size `eps`
@@ -175,17 +177,39 @@ def perturbation_growth(
     - `samples`: the number of random perturbations.
     - `iterations`: Lanczos iterations for the adversarial direction, as for
         [`neuralde.stability.flow_sensitivity`][].
-    - `key`: PRNG key for the random perturbations and the Lanczos iteration.
-        (Keyword only.)
+    - `diffusion`: for a neural SDE, its diffusion, as for [`neuralde.solve`][]
+        (with an SDE solver). Both solutions of each ratio are driven by the same
+        Brownian path, and the result is the sample mean over `paths` paths.
+    - `paths`: the number of Brownian paths, with `diffusion`.
+    - `key`: PRNG key for the random perturbations, the Lanczos iteration and the
+        Brownian paths. (Keyword only.)
 
     **Returns:** a [`neuralde.stability.PerturbationGrowth`][] with `random` (one
-    ratio per sample), `adversarial` and `sigma_max`.
+    ratio per sample), `adversarial` and `sigma_max`; with `diffusion`, each the
+    mean over the paths.
 
     Works under `jax.jit` (`eqx.filter_jit`) and `jax.vmap`.
     """
     check_positive(eps, "eps")
     positive_int(samples, "samples")
     positive_int(iterations, "iterations")
+    if diffusion is not None:
+        positive_int(paths, "paths")
+        # The perturbations are those of the ODE; the paths' keys are folded off.
+        path_keys = jr.split(jr.fold_in(key, 1), paths)
+
+        def one(path_key):
+            return _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args,
+                           iterations, key, diffusion, path_key)  # fmt: skip
+
+        growth = jax.vmap(one)(path_keys)
+        return jax.tree.map(lambda x: jnp.mean(x, axis=0), growth)
+    return _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args,
+                   iterations, key, None, None)  # fmt: skip
+
+
+def _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args, iterations,
+            key, diffusion, path_key) -> PerturbationGrowth:  # fmt: skip
     run = FixedSteps(
         field,
         y0,
@@ -197,6 +221,8 @@ def perturbation_growth(
         args=args,
         name="perturbation_growth",
         forward_mode=True,
+        diffusion=diffusion,
+        key=path_key,
     )
     x0, _ = flat_state(y0)
     k = min(iterations, x0.size)
