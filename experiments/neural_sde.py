@@ -82,7 +82,7 @@ FULL = dict(
     n_train=1024,
     n_test=1024,
     cost_steps=(16, 64, 100, 256, 1000),
-    cost_repeats=5,
+    cost_repeats=15,
 )
 QUICK = dict(
     sigmas=(0.5,),
