@@ -86,7 +86,7 @@ def slope(steps, errors):
     [
         ("euler", "ito", 0.5),
         ("heun", "stratonovich", 1.0),
-        ("reversible_heun", "stratonovich", 1.0),
+        pytest.param("reversible_heun", "stratonovich", 1.0, marks=pytest.mark.slow),
     ],
 )
 def test_geometric_brownian_motion_strong_order(solver, calculus, order):
@@ -134,6 +134,7 @@ def test_additive_noise_euler_has_strong_order_one():
     assert 0.85 < slope(steps, errors) < 1.25, errors
 
 
+@pytest.mark.slow
 def test_shark_on_additive_noise():
     """ShARK (Foster et al. 2023), for additive noise, is of higher order than
     Euler–Maruyama: its differences fall at least at order 1.5 here, and are
@@ -412,6 +413,7 @@ def test_additive_noise_keeps_the_hamiltonian_flow_volume_preserving():
     assert abs(det(multiplicative) - 1) > 1e-2
 
 
+@pytest.mark.slow
 def test_stability_diagnostics_of_an_sde():
     """`perturbation_growth` over Brownian paths: both solutions of a ratio share
     the path. Without noise it is the ODE's; with additive noise the difference of
@@ -420,7 +422,7 @@ def test_stability_diagnostics_of_an_sde():
     path, growing with the noise."""
     field = nde.fields.Parabolic(3, 4, dtype=jnp.float64, key=jr.PRNGKey(0))
     y0 = jnp.array([0.3, -0.2, 0.5])
-    kwargs = dict(eps=1e-6, samples=4, steps=50, solver="heun", key=jr.PRNGKey(1))
+    kwargs = dict(eps=1e-6, samples=4, steps=20, solver="heun", key=jr.PRNGKey(1))
     ode = nde.stability.perturbation_growth(field, y0, **kwargs)
 
     def sde(diffusion):
@@ -441,12 +443,12 @@ def test_stability_diagnostics_of_an_sde():
     def drifts(sigma):
         noise = lambda t, y, args: (sigma * jnp.ones(2), sigma * jnp.ones(2))  # noqa: E731
         return nde.stability.energy_drift(
-            ham, state, steps=100, solver="reversible_heun", diffusion=noise,
-            paths=32, key=jr.PRNGKey(3),
+            ham, state, steps=40, solver="reversible_heun", diffusion=noise,
+            paths=16, key=jr.PRNGKey(3),
         )  # fmt: skip
 
     small, large = drifts(0.05), drifts(0.5)
-    assert small.shape == (32,) and float(jnp.median(small)) < float(jnp.median(large))
+    assert small.shape == (16,) and float(jnp.median(small)) < float(jnp.median(large))
     with pytest.raises(ValueError, match="needs a PRNG `key=`"):
         nde.stability.energy_drift(
             ham, state, steps=4, solver="heun", diffusion=constant(0.1)
