@@ -453,3 +453,26 @@ def test_stability_diagnostics_of_an_sde():
         nde.stability.energy_drift(
             ham, state, steps=4, solver="heun", diffusion=constant(0.1)
         )
+
+
+@pytest.mark.parametrize("gradient", ["discretize", "reversible", "adjoint"])
+def test_a_state_that_blows_up_raises_with_its_time(gradient):
+    """dy = y^2 dt + 0.1 dW from y0 = 2 blows up near t = 0.5: the error names the
+    time, inside jit and under grad, for the scan's modes and diffrax's backsolve."""
+
+    class Blowup(eqx.Module):
+        scale: jax.Array
+
+        def __call__(self, t, y, args):
+            return self.scale * y**2
+
+    def loss(scale):
+        y = nde.solve(
+            Blowup(scale), jnp.array([2.0]),
+            diffusion=constant(0.1), key=jr.PRNGKey(0), steps=200,
+            solver="reversible_heun", gradient=gradient,
+        )  # fmt: skip
+        return jnp.sum(y)
+
+    with pytest.raises(Exception, match=r"non-finite.*t = 0\.5"):
+        jax.jit(jax.grad(loss))(1.0)

@@ -12,7 +12,8 @@ from .._steps import StepGrid
 class Integration(eqx.Module):
     """A validated solve, as `neuralde.solve` hands it to a gradient mode.
 
-    - `terms`: the diffrax terms: one `ODETerm`, or two for two-stream solvers.
+    - `terms`: the diffrax terms: one `ODETerm`, two for two-stream solvers, or an
+        SDE's `MultiTerm` of the drift's `ODETerm` and the noise's `ControlTerm`.
     - `solver`: the diffrax solver.
     - `t0`, `t1`: the interval, in the state's dtype ($t_1 < t_0$ runs backwards).
     - `grid`: the `StepGrid` of a fixed-step solve; `None` for adaptive steps.

@@ -34,7 +34,8 @@ def diffeqsolve(
             else term
         ),
         problem.terms,
-        is_leaf=lambda x: isinstance(x, dfx.AbstractTerm),
+        # The drift and the noise of an SDE's MultiTerm are wrapped one by one.
+        is_leaf=lambda x: isinstance(x, dfx.ODETerm | dfx.ControlTerm),
     )
     sol = dfx.diffeqsolve(
         terms,
