@@ -72,6 +72,26 @@ def output(args: argparse.Namespace, script: str, p: argparse.ArgumentParser):
     return out
 
 
+def run_bench(doc: str, script: str, settings: dict, quick: dict, argv=None) -> dict:
+    """A script of `neuralde.bench`: the grid `settings`, with `quick` replacing
+    some of them for `--quick`; the tables printed, the files in `output`."""
+    from neuralde.bench import bench, summary
+
+    quick_help = ", ".join(f"{k}={v}" for k, v in quick.items())
+    p = arguments(doc, quick=f"a smoke run: {quick_help}")
+    args = p.parse_args(argv)
+    out = output(args, script, p)
+    # `output` has checked the directory.
+    results = bench(
+        **(settings | quick if args.quick else settings),
+        out=out,
+        force=True,
+        progress=False,
+    )
+    print(summary(results))
+    return results
+
+
 def command(script: str, args: argparse.Namespace) -> str:
     """The command that reproduces a run, for its results."""
     flags = " --quick" if args.quick else ""

@@ -43,6 +43,7 @@ import numpy as np
 from _common import arguments, environment, output, save_figure, write_json, write_text
 
 import neuralde as nde
+from neuralde._bench._report import plain_log_labels
 
 
 FEATURES = 16
@@ -183,6 +184,7 @@ def scaling_figure(rows, nodes):
     ax.loglog(edges, ms[0] * edges / edges[0], "k--", lw=1, label="linear in edges")
     ax.set_xticks(edges, [f"{e:,.0f}" for e in edges])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    plain_log_labels(ax)
     ax.set_xlabel("directed edges")
     ax.set_ylabel("forward + gradient, median ms")
     ax.grid(alpha=0.3, which="both")

@@ -22,32 +22,25 @@ Results: `results.json`, `results.md` and the figures `time_vs_steps.png`,
 `--publish` replaces the committed ones in `experiments/results/bench_reversible/`).
 """
 
-from _common import arguments, output
+from _common import run_bench
 
-from neuralde.bench import bench, summary
+
+SETTINGS = dict(
+    fields="Hamiltonian",
+    solvers="symplectic_euler",
+    gradients=["discretize", "checkpoint", "reversible"],
+    steps=[100, 1000, 10000],
+    batch=256,
+    width=64,
+    layers=8,
+    repeats=7,
+    budget=20.0,
+)
+QUICK = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False)
 
 
 def main(argv=None):
-    parser = arguments(__doc__, quick="10 and 100 steps, few repeats")
-    args = parser.parse_args(argv)
-    out = output(args, __file__, parser)
-    quick = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False)
-    settings = dict(
-        fields="Hamiltonian",
-        solvers="symplectic_euler",
-        gradients=["discretize", "checkpoint", "reversible"],
-        steps=[100, 1000, 10000],
-        batch=256,
-        width=64,
-        layers=8,
-        repeats=7,
-        budget=20.0,
-    )
-    if args.quick:
-        settings.update(quick)
-    # `output` has checked the directory.
-    results = bench(**settings, out=out, force=True, progress=False)
-    print(summary(results))
+    return run_bench(__doc__, __file__, SETTINGS, QUICK, argv)
 
 
 if __name__ == "__main__":

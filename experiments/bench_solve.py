@@ -20,33 +20,26 @@ Results: `results.json`, `results.md` and the figures `time_vs_steps.png`,
 `--publish` replaces the committed ones in `experiments/results/bench_solve/`).
 """
 
-from _common import arguments, output
+from _common import run_bench
 
-from neuralde.bench import bench, summary
+
+SETTINGS = dict(
+    fields="MLP",
+    solvers=["euler", "rk4"],
+    gradients=["discretize", "checkpoint"],
+    steps=[10, 100, 1000],
+    batch=256,
+    width=64,
+    layers=8,
+    repeats=15,
+    budget=20.0,
+    torch_threads=1,
+)
+QUICK = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False, torch=False)
 
 
 def main(argv=None):
-    parser = arguments(__doc__, quick="10 and 100 steps, few repeats, no torch")
-    args = parser.parse_args(argv)
-    out = output(args, __file__, parser)
-    quick = dict(steps=[10, 100], repeats=3, budget=1.0, memory=False, torch=False)
-    settings = dict(
-        fields="MLP",
-        solvers=["euler", "rk4"],
-        gradients=["discretize", "checkpoint"],
-        steps=[10, 100, 1000],
-        batch=256,
-        width=64,
-        layers=8,
-        repeats=15,
-        budget=20.0,
-        torch_threads=1,
-    )
-    if args.quick:
-        settings.update(quick)
-    # `output` has checked the directory.
-    results = bench(**settings, out=out, force=True, progress=False)
-    print(summary(results))
+    return run_bench(__doc__, __file__, SETTINGS, QUICK, argv)
 
 
 if __name__ == "__main__":

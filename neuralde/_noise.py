@@ -11,12 +11,13 @@ import operator
 from collections.abc import Callable
 
 import diffrax as dfx
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
 from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ._vmapped import Vmapped
 
 
 # The tree's resolution, as a fraction of the interval: 2^-16 resolves 65 536
@@ -82,15 +83,6 @@ class DiagonalNoise(dfx.ControlTerm):
         return jtu.tree_map(operator.mul, vf, control)
 
 
-class _VmappedNoise(eqx.Module):
-    """A diffusion of one example, applied to a batch."""
-
-    diffusion: Callable
-
-    def __call__(self, t, y, args):
-        return jax.vmap(self.diffusion, in_axes=(None, 0, None))(t, y, args)
-
-
 def noise_term(
     diffusion: Callable,
     y0: PyTree[Array],
@@ -131,7 +123,7 @@ def noise_term(
         _check_diagonal(out, example)
         shape, term = jax.eval_shape(lambda: y0), DiagonalNoise
         if batched:
-            diffusion = _VmappedNoise(diffusion)
+            diffusion = Vmapped(diffusion)
     lo, hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
     brownian = dfx.VirtualBrownianTree(
         lo,

@@ -19,6 +19,7 @@ from ._solvers import (
     is_two_stream,
 )
 from ._steps import step_grid
+from ._vmapped import Vmapped
 from .fields import AbstractField, AbstractTwoStreamField
 from .gradients import AbstractGradient, as_gradient, Integration
 from .regularizers import AbstractRegularizer
@@ -270,7 +271,7 @@ def setup(
     if batched:
         check_field_output(field, t0, _first_example(y0), args)
         terms = jtu.tree_map(
-            lambda term: dfx.ODETerm(_Vmapped(term.vector_field)),
+            lambda term: dfx.ODETerm(Vmapped(term.vector_field)),
             terms,
             is_leaf=lambda x: isinstance(x, dfx.ODETerm),
         )
@@ -345,15 +346,6 @@ def check_field_output(field, t0, y0, args) -> None:
                 f"{jnp.result_type(x)}. Build the field with the state's dtype "
                 "(e.g. `dtype=` of the neuralde fields), or cast `y0`."
             )
-
-
-class _Vmapped(eqx.Module):
-    """A vector field of one example, applied to a batch."""
-
-    vector_field: Callable
-
-    def __call__(self, t, y, args):
-        return jax.vmap(self.vector_field, in_axes=(None, 0, None))(t, y, args)
 
 
 def _first_example(y0):

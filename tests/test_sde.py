@@ -275,7 +275,7 @@ def test_adjoint_is_diffrax_backsolve_and_converges():
         )
 
 
-def test_a_batch_gets_independent_noise_and_matches_vmap():
+def test_a_batch_gets_independent_noise():
     field, y0 = field_and_state(jr.PRNGKey(0))
     diffusion = Diffusion(jnp.array([0.5, -1.0, 2.0]), jnp.array([0.1, 0.0, -0.2]))
     y1 = nde.solve(

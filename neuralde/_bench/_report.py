@@ -3,6 +3,7 @@ figures, and atomic file writes."""
 
 import importlib.metadata
 import io
+import math
 import os
 import pathlib
 import platform
@@ -337,9 +338,33 @@ def _plot(ax, curves, *, dashed=False, start=0):
         ticks = sorted(steps)
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    plain_log_labels(ax)
     ax.set_xlabel("steps")
     ax.grid(True, which="both", alpha=0.3)
     return start + len(curves)
+
+
+def plain_log_labels(ax) -> None:
+    """Label a log y axis with plain numbers (0.02, not 2×10⁻²); on an axis of
+    less than two decades, whose major ticks are too few to read it by, label the
+    minor ticks at 2 and 5 of each decade too."""
+    import matplotlib.ticker
+
+    def plain(v, _):
+        return f"{v:g}"
+
+    def two_and_five(v, _):
+        lead = round(v / 10 ** math.floor(math.log10(v)))
+        return f"{v:g}" if lead in (2, 5) else ""
+
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(plain))
+    lo, hi = sorted(ax.get_ylim())  # the autoscaled limits
+    few = lo > 0 and hi / lo < 100
+    ax.yaxis.set_minor_formatter(
+        matplotlib.ticker.FuncFormatter(two_and_five)
+        if few
+        else matplotlib.ticker.NullFormatter()
+    )
 
 
 def time_figure(rows: list[dict]) -> bytes:

@@ -505,9 +505,11 @@ def do_od_figure(dood: dict) -> bytes:
     steps = np.asarray(dood["steps"], float)
     for name, errs in dood["relative_error"].items():
         ax.loglog(steps, _finite(errs), "o-", label=name)
+    ax.set_xticks(steps, [f"{s:g}" for s in steps])
+    ax.minorticks_off()
     ax.set_xlabel(f"steps ({dood['solver']})")
     ax.set_ylabel("relative error of the adjoint gradient")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _png(fig)
 

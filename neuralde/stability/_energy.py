@@ -101,36 +101,34 @@ def energy_drift(
             "`neuralde.fields.AbstractConservativeField` (such as `Hamiltonian` or "
             f"`Hyperbolic`); got {type(field).__name__}."
         )
-    if diffusion is not None:
-        if key is None:
-            raise ValueError("`energy_drift` with `diffusion` needs a PRNG `key=`.")
-        positive_int(paths, "paths")
 
-        def one(path_key):
-            return _drift(field, y0, t0, t1, steps, dt0, solver, args, potential,
-                          diffusion, path_key)  # fmt: skip
+    def drift(path_key) -> Array:
+        run = FixedSteps(
+            field,
+            y0,
+            t0=t0,
+            t1=t1,
+            steps=steps,
+            dt0=dt0,
+            solver=solver,
+            args=args,
+            name="energy_drift",
+            diffusion=diffusion,
+            key=path_key,
+        )
+        return _drift(run, field, y0, potential)
 
-        return jax.vmap(one)(jr.split(key, paths))
-    if key is not None:
-        raise ValueError("`key` draws Brownian paths: it needs `diffusion=`.")
-    return _drift(field, y0, t0, t1, steps, dt0, solver, args, potential, None, None)
+    if diffusion is None:
+        if key is not None:
+            raise ValueError("`key` draws Brownian paths: it needs `diffusion=`.")
+        return drift(None)
+    if key is None:
+        raise ValueError("`energy_drift` with `diffusion` needs a PRNG `key=`.")
+    positive_int(paths, "paths")
+    return jax.vmap(drift)(jr.split(key, paths))
 
 
-def _drift(field, y0, t0, t1, steps, dt0, solver, args, potential, diffusion, key):
-    run = FixedSteps(
-        field,
-        y0,
-        t0=t0,
-        t1=t1,
-        steps=steps,
-        dt0=dt0,
-        solver=solver,
-        args=args,
-        name="energy_drift",
-        diffusion=diffusion,
-        key=key,
-    )
-
+def _drift(run: FixedSteps, field, y0, potential) -> Array:
     def observe(t, y):
         return energy(field, t, y, potential=potential)
 

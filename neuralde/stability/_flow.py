@@ -193,37 +193,33 @@ def perturbation_growth(
     check_positive(eps, "eps")
     positive_int(samples, "samples")
     positive_int(iterations, "iterations")
-    if diffusion is not None:
-        positive_int(paths, "paths")
-        # The perturbations are those of the ODE; the paths' keys are folded off.
-        path_keys = jr.split(jr.fold_in(key, 1), paths)
 
-        def one(path_key):
-            return _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args,
-                           iterations, key, diffusion, path_key)  # fmt: skip
+    def growth(path_key) -> PerturbationGrowth:
+        run = FixedSteps(
+            field,
+            y0,
+            t0=t0,
+            t1=t1,
+            steps=steps,
+            dt0=dt0,
+            solver=solver,
+            args=args,
+            name="perturbation_growth",
+            forward_mode=True,
+            diffusion=diffusion,
+            key=path_key,
+        )
+        return _growth(run, y0, eps, samples, iterations, key)
 
-        growth = jax.vmap(one)(path_keys)
-        return jax.tree.map(lambda x: jnp.mean(x, axis=0), growth)
-    return _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args,
-                   iterations, key, None, None)  # fmt: skip
+    if diffusion is None:
+        return growth(None)
+    positive_int(paths, "paths")
+    # The perturbations are those of the ODE; the paths' keys are folded off.
+    per_path = jax.vmap(growth)(jr.split(jr.fold_in(key, 1), paths))
+    return jax.tree.map(lambda x: jnp.mean(x, axis=0), per_path)
 
 
-def _growth(field, y0, eps, samples, t0, t1, steps, dt0, solver, args, iterations,
-            key, diffusion, path_key) -> PerturbationGrowth:  # fmt: skip
-    run = FixedSteps(
-        field,
-        y0,
-        t0=t0,
-        t1=t1,
-        steps=steps,
-        dt0=dt0,
-        solver=solver,
-        args=args,
-        name="perturbation_growth",
-        forward_mode=True,
-        diffusion=diffusion,
-        key=path_key,
-    )
+def _growth(run: FixedSteps, y0, eps, samples, iterations, key) -> PerturbationGrowth:
     x0, _ = flat_state(y0)
     k = min(iterations, x0.size)
     randoms = jr.normal(key, (k + 1 + samples, x0.size), x0.dtype)
