@@ -45,6 +45,7 @@ Results: `results.json`, `summary.md`, `robustness.png` and `gradient_cost.png` 
 `experiments/results/neural_sde/`).
 """
 
+import functools
 import time
 
 import equinox as eqx
@@ -70,6 +71,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 import neuralde as nde  # noqa: E402
+from neuralde._bench._report import plain_log_labels  # noqa: E402
 
 
 DTYPE = jnp.float32
@@ -82,7 +84,7 @@ FULL = dict(
     n_train=1024,
     n_test=1024,
     cost_steps=(16, 64, 100, 256, 1000),
-    cost_repeats=15,
+    cost_repeats=10,
 )
 QUICK = dict(
     sigmas=(0.5,),
@@ -285,39 +287,56 @@ def main(argv=None):
 
 
 MODES = ("discretize", "checkpoint", "reversible")
+BATCHINGS = ("batched", "vmap")
 COST_BATCH = 128
 
 
 def gradient_costs(steps_list, repeats) -> list[dict]:
     """XLA's temporary memory and the median time of the parameter gradient of a
-    neural SDE (the experiment's field, sigma = 0.5, reversible Heun) per mode and
-    number of steps."""
+    neural SDE (the experiment's field, sigma = 0.5, reversible Heun) per number of
+    steps, mode and way of batching: the batch passed to `solve` (`batched`), or
+    `jax.vmap` over a solve of one example with a key of its own (`vmap`). The
+    modes and batchings of one step count are timed interleaved, so that the load
+    of the machine falls on all of them alike."""
     field = nde.fields.MLP(SETTINGS["dim"], layers=SETTINGS["layers"], dtype=DTYPE,
                            key=jr.PRNGKey(0))  # fmt: skip
     y0 = jr.normal(jr.PRNGKey(1), (COST_BATCH, SETTINGS["dim"]), DTYPE)
+
+    def noise(t, y, args):
+        return 0.5 * jnp.ones_like(y)
+
+    def loss(field, key, *, mode, n, batching):
+        def one(y, key):
+            return nde.solve(field, y, diffusion=noise, key=key, steps=n,
+                             solver="reversible_heun", gradient=mode)  # fmt: skip
+
+        if batching == "batched":
+            y1 = one(y0, key)
+        else:
+            y1 = jax.vmap(one)(y0, jr.split(key, COST_BATCH))
+        return jnp.mean(y1**2)
+
     rows = []
     for n in steps_list:
-        for mode in MODES:
-
-            def loss(field, key, mode=mode, n=n):
-                y1 = nde.solve(
-                    field, y0, diffusion=lambda t, y, args: 0.5 * jnp.ones_like(y),
-                    key=key, steps=n, solver="reversible_heun", gradient=mode,
-                )  # fmt: skip
-                return jnp.mean(y1**2)
-
-            grad = eqx.filter_jit(eqx.filter_grad(loss))
-            compiled = grad.lower(field, jr.PRNGKey(2)).compile()
-            temp = compiled.compiled.memory_analysis().temp_size_in_bytes
-            times = []
-            for r in range(repeats + 1):
+        compiled = {}
+        for batching in BATCHINGS:
+            for mode in MODES:
+                one = functools.partial(loss, mode=mode, n=n, batching=batching)
+                grad = eqx.filter_jit(eqx.filter_grad(one))
+                compiled[batching, mode] = grad.lower(field, jr.PRNGKey(2)).compile()
+        times = {c: [] for c in compiled}
+        for r in range(repeats + 1):
+            for c, fn in compiled.items():
                 t = time.perf_counter()
-                jax.block_until_ready(compiled(field, jr.PRNGKey(3 + r)))
-                times.append(time.perf_counter() - t)
-            rows.append(dict(mode=mode, steps=n, temp_bytes=int(temp),
-                             median_ms=1e3 * float(np.median(times[1:]))))  # fmt: skip
-            print(f"gradient {mode:10s} {n:5d} steps: {temp / 2**20:8.2f} MiB, "
-                  f"{rows[-1]['median_ms']:8.1f} ms", flush=True)  # fmt: skip
+                jax.block_until_ready(fn(field, jr.PRNGKey(3 + r)))
+                times[c].append(time.perf_counter() - t)
+        for (batching, mode), fn in compiled.items():
+            temp = fn.compiled.memory_analysis().temp_size_in_bytes
+            ms = 1e3 * float(np.median(times[batching, mode][1:]))
+            rows.append(dict(mode=mode, batching=batching, steps=n,
+                             temp_bytes=int(temp), median_ms=ms))  # fmt: skip
+            print(f"gradient {mode:10s} {batching:7s} {n:5d} steps: "
+                  f"{temp / 2**20:8.2f} MiB, {ms:8.1f} ms", flush=True)  # fmt: skip
     return rows
 
 
@@ -353,17 +372,23 @@ def summary(results) -> str:
     lines += [
         "",
         f"The gradient of a neural SDE (this field, σ = 0.5, reversible Heun, batch "
-        f"{COST_BATCH}): XLA's temporary memory of the compiled gradient, MiB, and its "
-        "median time, ms, with the ratio to `discretize`.",
+        f"{COST_BATCH}), with the batch passed to `solve` (`batched`) or `jax.vmap` "
+        "over one-example solves (`vmap`): XLA's temporary memory of the compiled "
+        "gradient, MiB, and its median time, ms (modes timed interleaved), with the "
+        "ratio to `discretize` of the same batching.",
         "",
-        "| steps | " + " | ".join(MODES) + " |",
-        "|---:|" + "---:|" * len(MODES),
+        "| steps | batching | " + " | ".join(MODES) + " |",
+        "|---:|---|" + "---:|" * len(MODES),
     ]
     for n in config["cost_steps"]:
-        by = {c["mode"]: c for c in costs if c["steps"] == n}
-        base = by["discretize"]
-        cells = [_cost_cell(by[m], base) for m in MODES]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        for batching in BATCHINGS:
+            by = {
+                c["mode"]: c
+                for c in costs
+                if c["steps"] == n and c["batching"] == batching
+            }
+            cells = [_cost_cell(by[m], by["discretize"]) for m in MODES]
+            lines.append(f"| {n} | {batching} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -383,11 +408,15 @@ def max_std(rows) -> float:
 
 def plot_costs(costs, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for mode in MODES:
-        cs = [c for c in costs if c["mode"] == mode]
-        steps = [c["steps"] for c in cs]
-        axes[0].loglog(steps, [c["temp_bytes"] / 2**20 for c in cs], "o-", label=mode)
-        axes[1].loglog(steps, [c["median_ms"] for c in cs], "o-", label=mode)
+    for i, mode in enumerate(MODES):
+        for batching, style in zip(BATCHINGS, ("o-", "s--")):
+            cs = [c for c in costs if c["mode"] == mode and c["batching"] == batching]
+            steps = [c["steps"] for c in cs]
+            label = f"{mode}, {batching}"
+            memory = [c["temp_bytes"] / 2**20 for c in cs]
+            axes[0].loglog(steps, memory, style, c=f"C{i}", label=label)
+            axes[1].loglog(steps, [c["median_ms"] for c in cs], style, c=f"C{i}",
+                           label=label)  # fmt: skip
     ticks = sorted({c["steps"] for c in costs})
     for ax, label in zip(axes, ("XLA temporary memory, MiB", "median time, ms")):
         ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -395,16 +424,9 @@ def plot_costs(costs, path):
         ax.set_xlabel("steps (reversible Heun)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-    # Labelled ticks at 1, 2 and 5 of each decade: the flat curve sits below 1 MiB.
-    memory = [c["temp_bytes"] / 2**20 for c in costs]
-    decades = range(
-        int(np.floor(np.log10(min(memory)))), int(np.ceil(np.log10(max(memory))))
-    )
-    yticks = [m * 10.0**d for d in decades for m in (1, 2, 5)]
-    yticks = [y for y in yticks if min(memory) / 2 <= y <= 2 * max(memory)]
-    axes[0].set_yticks(yticks, [f"{y:g}" for y in yticks])
-    axes[0].yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    axes[0].legend()
+    for ax in axes:
+        plain_log_labels(ax)
+    axes[0].legend(fontsize="small")
     fig.suptitle(f"gradient of a neural SDE, batch {COST_BATCH}")
     fig.tight_layout()
     save_figure(fig, path, dpi=120)

@@ -388,6 +388,7 @@ def test_ensemble_is_the_mean_over_paths():
         nde.nn.Ensemble(block, samples=0)
 
 
+@pytest.mark.slow
 def test_additive_noise_keeps_the_hamiltonian_flow_volume_preserving():
     """The Jacobian of the stochastic flow map of a divergence-free drift has
     determinant 1 with additive noise (to the solver's accuracy), and not with
@@ -455,7 +456,10 @@ def test_stability_diagnostics_of_an_sde():
         )
 
 
-@pytest.mark.parametrize("gradient", ["discretize", "reversible", "adjoint"])
+@pytest.mark.parametrize(
+    "gradient",
+    ["discretize", pytest.param("reversible", marks=pytest.mark.slow), "adjoint"],
+)
 def test_a_state_that_blows_up_raises_with_its_time(gradient):
     """dy = y^2 dt + 0.1 dW from y0 = 2 blows up near t = 0.5: the error names the
     time, inside jit and under grad, for the scan's modes and diffrax's backsolve."""

@@ -346,7 +346,7 @@ def _plot(ax, curves, *, dashed=False, start=0):
 
 def plain_log_labels(ax) -> None:
     """Label a log y axis with plain numbers (0.02, not 2×10⁻²); on an axis of
-    less than two decades, whose major ticks are too few to read it by, label the
+    less than three decades, whose major ticks are too few to read it by, label the
     minor ticks at 2 and 5 of each decade too."""
     import matplotlib.ticker
 
@@ -359,7 +359,7 @@ def plain_log_labels(ax) -> None:
 
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(plain))
     lo, hi = sorted(ax.get_ylim())  # the autoscaled limits
-    few = lo > 0 and hi / lo < 100
+    few = lo > 0 and hi / lo < 1000
     ax.yaxis.set_minor_formatter(
         matplotlib.ticker.FuncFormatter(two_and_five)
         if few
